@@ -1,0 +1,98 @@
+use super::*;
+
+fn err(text: &str, sets: &[&str]) -> String {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    format!("{:#}", load_str(text, &sets).expect_err("should be rejected"))
+}
+
+#[test]
+fn defaults_are_the_papers() {
+    let c = load_str("", &[]).unwrap();
+    assert_eq!(c.data.p, 59);
+    assert_eq!(c.data.train_frac, 0.8);
+    assert_eq!(c.train.lr, 1e-3);
+    assert_eq!(c.train.weight_decay, 2.0);
+    assert_eq!(c.train.betas, [0.9, 0.98]);
+    assert_eq!(c.train.eps, 1e-8);
+    assert_eq!(c.train.steps, 20_000);
+    assert_eq!(c.model.d_model, 128);
+    assert_eq!(c.model_config().d_mlp, 512);
+}
+
+#[test]
+fn overrides_and_per_p() {
+    let text = "data: {p: 59}\nper_p:\n  113: {data.train_frac: 0.5, train.weight_decay: 1.5}\n";
+    let c = load_str(text, &["data.p=113".into()]).unwrap();
+    assert_eq!((c.data.p, c.data.train_frac, c.train.weight_decay), (113, 0.5, 1.5));
+    // --set wins over per_p.
+    let c = load_str(text, &["data.p=113".into(), "train.weight_decay=1".into()]).unwrap();
+    assert_eq!(c.train.weight_decay, 1.0);
+    let c = load_str(text, &[]).unwrap();
+    assert_eq!((c.data.train_frac, c.train.weight_decay), (0.8, 2.0));
+}
+
+#[test]
+fn unknown_keys_get_a_hint() {
+    let e = err("train: {lrr: 0.1}", &[]);
+    assert!(e.contains("lrr") && e.contains("did you mean `lr`"), "{e}");
+    let e = err("", &["data.trian_frac=0.3"]);
+    assert!(e.contains("did you mean `train_frac`"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    assert!(err("data: {p: 1}", &[]).contains("data.p"));
+    assert!(err("data: {train_frac: 0}", &[]).contains("data.train_frac"));
+    assert!(err("data: {train_frac: 1.5}", &[]).contains("data.train_frac"));
+    assert!(err("data: {operation: pow}", &[]).contains("unknown variant `pow`"));
+    assert!(err("model: {alpha: 2}", &[]).contains("model.alpha"));
+    let e = err("train: {lr: fast}", &[]);
+    assert!(e.contains("train.lr") && e.contains("invalid type"), "{e}");
+    assert!(err("data: {p: [1, 2]}", &[]).contains("p"));
+    assert!(err("data: {eq_token: true, separate_vocab: true}", &[]).contains("cannot both"));
+    assert!(err("data: [unclosed", &[]).contains("malformed YAML"));
+    assert!(err("- a list", &[]).contains("top level"));
+    assert!(err("", &["train.lr"]).contains("key=value"));
+    assert!(err("grid: {model.alpha: []}", &[]).contains("no values"));
+}
+
+#[test]
+fn grid_expands_to_named_runs() {
+    let c = load_str("grid: {model.alpha: [0, 1], train.seed: [0, 1, 2]}", &[]).unwrap();
+    let runs = c.runs().unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs[0].id, "alpha0_seed0");
+    assert_eq!(runs[5].id, "alpha1_seed2");
+    assert_eq!(runs[5].config.model.alpha, 1.0);
+    assert_eq!(runs[5].config.train.seed, 2);
+    assert!(runs[5].config.grid.is_empty());
+    assert!(c.run(None).is_err());
+    assert!(format!("{:#}", c.run(Some("alpha3")).unwrap_err()).contains("alpha0_seed0"));
+    // A grid value of the wrong type is caught at expansion.
+    let c = load_str("grid: {model.alpha: [zero]}", &[]).unwrap();
+    assert!(c.runs().is_err());
+}
+
+#[test]
+fn checkpoint_schedule_is_dense_early_and_has_both_ends() {
+    let s = CheckpointSchedule::default().steps(20_000);
+    assert_eq!(s.first(), Some(&0));
+    assert_eq!(s.last(), Some(&20_000));
+    assert!(s.contains(&1) && s.contains(&50) && s.contains(&1500) && s.contains(&1750) && s.contains(&6000));
+    assert!(!s.contains(&1525));
+    assert!(s.windows(2).all(|w| w[0] < w[1]));
+    let s = CheckpointSchedule::default().steps(7);
+    assert_eq!(s.first(), Some(&0));
+    assert_eq!(s.last(), Some(&7));
+}
+
+#[test]
+fn json_round_trip_and_hash() {
+    let c = load_str("model: {alpha: 0.5}", &[]).unwrap();
+    let back = Config::from_json(&c.to_json().unwrap()).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.hash().unwrap(), c.hash().unwrap());
+    assert_ne!(load_str("", &[]).unwrap().hash().unwrap(), c.hash().unwrap());
+    // FNV-1a of "a" (published test vector).
+    assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+}

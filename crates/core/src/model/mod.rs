@@ -1,0 +1,162 @@
+/*!
+The paper's transformer for modular arithmetic (one file per architecture; there is one).
+
+[`ModelConfig`] is the resolved shape of a model; it can be built from our [`crate::config`] or from
+the JSON `config` of the paper's released checkpoints (keys `C`, `d_model`, `n_heads`, `n_layers`,
+`act_fn`, `attn_coeff`, `diff_vocab`, `eqn_sign`). [`Params`] holds the weights as named candle
+`Var`s under the released checkpoints' tensor names, which are a contract: `checkpoint-scan`,
+`symmetry` and `llc` all read them.
+*/
+
+mod params;
+mod transformer;
+
+pub use params::Params;
+pub use transformer::{accuracy, cross_entropy_f64, Transformer};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Activation, DataConfig, ModelSettings};
+
+/// The resolved shape of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The modulus (`C` in the paper's config); classes `0..p` are the answers.
+    pub p: usize,
+    /// Input vocabulary = output classes (`p`, `p+1` with `=`, `2p` with separate vocabularies).
+    pub vocab: usize,
+    /// Sequence length (2, or 3 with `=`).
+    pub n_ctx: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Heads.
+    pub n_heads: usize,
+    /// Width per head, `d_model / n_heads` (integer division).
+    pub d_head: usize,
+    /// MLP width.
+    pub d_mlp: usize,
+    /// Blocks.
+    pub n_layers: usize,
+    /// MLP activation.
+    pub act: Activation,
+    /// Attention rate α.
+    pub alpha: f64,
+}
+
+impl ModelConfig {
+    /// From the pipeline's config sections.
+    pub fn from_settings(data: &DataConfig, m: &ModelSettings) -> ModelConfig {
+        let p = data.p as usize;
+        let vocab = if data.separate_vocab { 2 * p } else if data.eq_token { p + 1 } else { p };
+        ModelConfig {
+            p,
+            vocab,
+            n_ctx: if data.eq_token { 3 } else { 2 },
+            d_model: m.d_model,
+            n_heads: m.n_heads,
+            d_head: m.d_model / m.n_heads.max(1),
+            d_mlp: m.d_mlp.unwrap_or(4 * m.d_model),
+            n_layers: m.n_layers,
+            act: m.act,
+            alpha: m.alpha,
+        }
+    }
+
+    /// From the JSON `config` of a released checkpoint of the paper.
+    pub fn from_paper_json(text: &str) -> Result<ModelConfig> {
+        let v: serde_json::Value = serde_json::from_str(text).context("config is not valid JSON")?;
+        let get_u = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .map(|x| x as usize)
+                .with_context(|| format!("config field `{k}` is missing or not a non-negative integer"))
+        };
+        // The paper's code writes these flags as 0/1 or false/true.
+        let get_flag = |k: &str| -> Result<bool> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(false),
+                Some(serde_json::Value::Bool(b)) => Ok(*b),
+                Some(x) => x.as_i64().map(|i| i != 0).with_context(|| format!("config field `{k}` must be a boolean or 0/1")),
+            }
+        };
+        let p = get_u("C")?;
+        let d_model = get_u("d_model")?;
+        let n_heads = get_u("n_heads")?;
+        let n_layers = get_u("n_layers")?;
+        let act = match v.get("act_fn").and_then(serde_json::Value::as_str).unwrap_or("ReLU") {
+            "ReLU" | "relu" => Activation::Relu,
+            "GeLU" | "gelu" | "GELU" => Activation::Gelu,
+            other => bail!("config field `act_fn`: unknown activation `{other}` (expected ReLU or GeLU)"),
+        };
+        let alpha = v
+            .get("attn_coeff")
+            .and_then(serde_json::Value::as_f64)
+            .context("config field `attn_coeff` is missing or not a number")?;
+        let diff_vocab = get_flag("diff_vocab")?;
+        let eqn_sign = get_flag("eqn_sign")?;
+        if p < 2 || d_model == 0 || n_heads == 0 || n_layers == 0 || n_heads > d_model {
+            bail!("config has impossible sizes: C = {p}, d_model = {d_model}, n_heads = {n_heads}, n_layers = {n_layers}");
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            bail!("config field `attn_coeff` must be in [0, 1], got {alpha}");
+        }
+        let d_mlp = match v.get("d_mlp") {
+            Some(x) => x.as_u64().context("config field `d_mlp` must be an integer")? as usize,
+            None => 4 * d_model,
+        };
+        let n_ctx = if eqn_sign { 3 } else { 2 };
+        let vocab = if diff_vocab { 2 * p } else { p } + usize::from(eqn_sign);
+        Ok(ModelConfig { p, vocab, n_ctx, d_model, n_heads, d_head: d_model / n_heads, d_mlp, n_layers, act, alpha })
+    }
+
+    /// The paper's config JSON for this model (what its loader expects), plus `d_mlp`.
+    pub fn to_paper_json(&self) -> String {
+        serde_json::json!({
+            "C": self.p,
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "n_layers": self.n_layers,
+            "act_fn": match self.act { Activation::Relu => "ReLU", Activation::Gelu => "GeLU" },
+            "attn_coeff": self.alpha,
+            "diff_vocab": self.vocab >= 2 * self.p,
+            "eqn_sign": self.n_ctx == 3,
+            "d_mlp": self.d_mlp,
+        })
+        .to_string()
+    }
+
+    /// Every parameter: name, shape and the std of its initialisation (`randn ×` in the paper;
+    /// 0 means the tensor starts at zero). Sorted by name: this is the order of every flattening
+    /// and every random draw.
+    pub fn param_specs(&self) -> Vec<(String, Vec<usize>, f64)> {
+        let (d, v, h, dh, m) = (self.d_model, self.vocab, self.n_heads, self.d_head, self.d_mlp);
+        let sd = 1.0 / (d as f64).sqrt();
+        let mut specs = vec![
+            ("embed.W_E".to_string(), vec![d, v], sd),
+            ("pos_embed.W_pos".to_string(), vec![self.n_ctx, d], sd),
+            ("unembed.W_U".to_string(), vec![d, v], 1.0 / (v as f64).sqrt()),
+        ];
+        for l in 0..self.n_layers {
+            let b = format!("blocks.{l}");
+            for w in ["W_Q", "W_K", "W_V"] {
+                specs.push((format!("{b}.attn.{w}"), vec![h, dh, d], sd));
+            }
+            specs.push((format!("{b}.attn.W_O"), vec![d, h * dh], sd));
+            specs.push((format!("{b}.mlp.W_in"), vec![m, d], 1.0 / (m as f64).sqrt()));
+            specs.push((format!("{b}.mlp.b_in"), vec![m], 0.0));
+            specs.push((format!("{b}.mlp.W_out"), vec![d, m], sd));
+            specs.push((format!("{b}.mlp.b_out"), vec![d], 0.0));
+        }
+        specs.sort_by(|a, b| a.0.cmp(&b.0));
+        specs
+    }
+
+    /// Number of parameters (212,608 for the paper's model at p = 59).
+    pub fn n_params(&self) -> usize {
+        self.param_specs().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

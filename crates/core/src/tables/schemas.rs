@@ -1,0 +1,48 @@
+//! The documented schema of every table the pipeline writes. The README's column lists are
+//! generated from (and checked against) these.
+
+use super::{ColType::*, Column, Schema};
+
+const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
+    Column { name, dtype, doc }
+}
+
+/// `dataset.parquet` (gen-data): one row per pair `(a, b)`.
+pub const DATASET: Schema = Schema {
+    name: "dataset",
+    columns: &[
+        col("row", I64, "row index, a·p + b"),
+        col("a", I64, "first operand"),
+        col("b", I64, "second operand"),
+        col("c", I64, "label, op(a, b) mod p"),
+        col("split", Str, "`train` or `val`"),
+        col("x0", I64, "token at position 0 (a)"),
+        col("x1", I64, "token at position 1 (b, or b+p with separate vocabularies); x2 = p when the `=` token is on"),
+    ],
+};
+
+/// Columns that identify a run in every per-run table.
+pub const RUN_ID_COLUMNS: &[Column] = &[
+    col("run", Str, "run id from the grid, e.g. `alpha0_seed1`"),
+    col("p", I64, "modulus"),
+    col("alpha", F64, "attention rate α"),
+    col("seed", I64, "initialisation seed"),
+    col("weight_decay", F64, "AdamW weight decay"),
+    col("train_frac", F64, "training fraction"),
+    col("d_model", I64, "residual width"),
+];
+
+/// `metrics.parquet` (train): one row per (step, split).
+pub const TRAIN_METRICS: Schema = Schema {
+    name: "train_metrics",
+    columns: &[
+        RUN_ID_COLUMNS[0], RUN_ID_COLUMNS[1], RUN_ID_COLUMNS[2], RUN_ID_COLUMNS[3],
+        RUN_ID_COLUMNS[4], RUN_ID_COLUMNS[5], RUN_ID_COLUMNS[6],
+        col("step", I64, "optimizer steps taken before these weights (checkpoint `step` is the same weights)"),
+        col("split", Str, "`train` or `val`"),
+        col("loss", F64, "mean cross-entropy (float64) on the split"),
+        col("accuracy", F64, "fraction of rows whose argmax logit is the label"),
+        col("lr", F64, "learning rate applied at this step (warm-up included)"),
+        col("param_norm", F64, "L2 norm of all parameters"),
+    ],
+};

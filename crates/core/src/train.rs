@@ -1,0 +1,285 @@
+/*!
+One training run: seeded initialisation, AdamW with warm-up, full-batch (or minibatch) steps,
+checkpoints on the configured schedule and the per-step metrics table.
+
+Step numbering: the metrics row and the checkpoint labelled `step = t` both describe the weights
+after `t` optimizer updates, i.e. *before* update `t` is applied. Step 0 is the initialisation and
+the last step is the final weights.
+
+A run directory holds `checkpoints/step_NNNNNNN.safetensors` (+ `.optim.safetensors` beside the
+newest), `metrics.partial.parquet` while running, and at the end `metrics.parquet` and
+`config.resolved.yaml`. Resuming restarts from the newest checkpoint that has its optimizer
+state; because every step is a deterministic function of the weights, the moments and the step
+number, a resumed run is byte-identical to one that was never interrupted.
+*/
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use polars::prelude::{Column, DataFrame};
+use tracing::info;
+
+use crate::ckpt;
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::model::{accuracy, cross_entropy_f64, Params, Transformer};
+use crate::optim::AdamW;
+use crate::rng;
+use crate::tables::{self, schemas};
+
+/// Files of one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    /// Wraps a path.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunDir { dir: dir.into() }
+    }
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join("checkpoints")
+    }
+    /// The final metrics table (written last: its presence means the run finished).
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.parquet")
+    }
+    /// Metrics so far, rewritten at every checkpoint, for resuming.
+    pub fn partial_metrics(&self) -> PathBuf {
+        self.dir.join("metrics.partial.parquet")
+    }
+    /// The resolved config.
+    pub fn resolved_config(&self) -> PathBuf {
+        self.dir.join("config.resolved.yaml")
+    }
+}
+
+/// One metrics row (see [`schemas::TRAIN_METRICS`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    step: i64,
+    split: &'static str,
+    loss: f64,
+    accuracy: f64,
+    lr: f64,
+    param_norm: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// First step with validation accuracy 1.0, if any.
+    pub first_val_acc_1: Option<u64>,
+    /// First step with training accuracy 1.0, if any.
+    pub first_train_acc_1: Option<u64>,
+    /// Final validation accuracy.
+    pub final_val_acc: f64,
+    /// Step the run resumed from (0 for a fresh run).
+    pub resumed_from: u64,
+}
+
+/// Trains one run into `dir` (resuming if it holds checkpoints of the same config).
+pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<Summary> {
+    let device = Device::Cpu;
+    let model_cfg = cfg.model_config();
+    let t_cfg = &cfg.train;
+    let schedule = t_cfg.checkpoints.steps(t_cfg.steps);
+    let hash = cfg.hash()?;
+    let mut meta = BTreeMap::from([
+        ("pizza_config".to_string(), cfg.to_json()?),
+        ("config_hash".to_string(), hash.clone()),
+        ("run".to_string(), run_id.to_string()),
+        ("seed".to_string(), t_cfg.seed.to_string()),
+        ("git_sha".to_string(), ckpt::git_sha()),
+    ]);
+
+    let (params, mut opt, mut rows, start) = match resume_point(dir, &hash)? {
+        Some((step, path)) => {
+            let c = ckpt::load(&path)?;
+            let mut opt = AdamW::new(&c.params, t_cfg)?;
+            let opath = ckpt::optim_path(&path);
+            let (state, _) = ckpt::read_safetensors(&opath)?;
+            opt.load_state(&state, step, &opath.display().to_string())?;
+            let rows = read_partial(&dir.partial_metrics(), step)?;
+            info!(step, "resuming from {}", path.display());
+            (c.params, opt, rows, step)
+        }
+        None => {
+            let params = Params::init(&model_cfg, t_cfg.seed, &device)?;
+            let opt = AdamW::new(&params, t_cfg)?;
+            (params, opt, Vec::new(), 0)
+        }
+    };
+    let model = Transformer::new(params.var_builder(), &model_cfg)?;
+    let (val_x, val_y) = data.batch(&data.val, &device)?;
+    let full = t_cfg.batch_size.is_none_or(|b| b >= data.train.len());
+    let (full_x, full_y) = data.batch(&data.train, &device)?;
+
+    let bar = indicatif::ProgressBar::new(t_cfg.steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(run_id.to_string());
+    bar.set_position(start);
+    let mut last_saved: Option<PathBuf> = None;
+    for t in start..=t_cfg.steps {
+        let (x, y) = if full { (full_x.clone(), full_y.clone()) } else { minibatch(data, t_cfg.batch_size.unwrap_or(1), t_cfg.seed, t, &device)? };
+        let logits = model.forward(&x)?;
+        let loss = cross_entropy_f64(&logits, &y)?;
+        let loss_v = loss.to_scalar::<f64>()?;
+        if !loss_v.is_finite() {
+            bail!(
+                "training loss became {loss_v} at step {t}; the last good checkpoint is kept in {} (try a smaller train.lr)",
+                dir.checkpoints().display()
+            );
+        }
+        let lr = opt.lr_at(t);
+        let norm = params.norm()?;
+        rows.push(Row { step: t as i64, split: "train", loss: loss_v, accuracy: accuracy(&logits, &y)?, lr, param_norm: norm });
+        if (t % t_cfg.eval_every == 0 || t == t_cfg.steps) && !data.val.is_empty() {
+            let vl = model.forward(&val_x)?;
+            let vloss = cross_entropy_f64(&vl, &val_y)?.to_scalar::<f64>()?;
+            let vacc = accuracy(&vl, &val_y)?;
+            rows.push(Row { step: t as i64, split: "val", loss: vloss, accuracy: vacc, lr, param_norm: norm });
+            bar.set_message(format!("train {loss_v:.3e} val {vloss:.3e} acc {vacc:.3}"));
+        }
+        if schedule.binary_search(&t).is_ok() {
+            let path = dir.checkpoints().join(ckpt::checkpoint_name(t));
+            write_frame(&rows, cfg, run_id, &dir.partial_metrics(), &meta)?;
+            ckpt::write_safetensors(&ckpt::optim_path(&path), &opt.state()?, &BTreeMap::from([("step".to_string(), t.to_string())]))?;
+            meta.insert("step".into(), t.to_string());
+            ckpt::save(&path, &params, &model_cfg, &meta)?;
+            meta.remove("step");
+            if let Some(prev) = last_saved.replace(path.clone()) {
+                let _ = std::fs::remove_file(ckpt::optim_path(&prev));
+            }
+            prune_optim(dir, t)?;
+        }
+        if t == t_cfg.steps {
+            break;
+        }
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    crate::fsio::write_bytes_atomic(&dir.resolved_config(), cfg.to_yaml()?.as_bytes())?;
+    write_frame(&rows, cfg, run_id, &dir.metrics(), &meta)?;
+    let _ = std::fs::remove_file(dir.partial_metrics());
+    Ok(summarize(&rows, start))
+}
+
+/// The minibatch of step `t`: epochs are seeded permutations of the training rows.
+fn minibatch(data: &Dataset, b: usize, seed: u64, t: u64, device: &Device) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let n = data.train.len();
+    let per_epoch = n.div_ceil(b) as u64;
+    let (epoch, k) = (t / per_epoch, (t % per_epoch) as usize);
+    let perm = rng::permutation(&mut rng::stream(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15), "minibatch"), n);
+    let rows: Vec<u32> = perm[k * b..((k + 1) * b).min(n)].iter().map(|&i| data.train[i]).collect();
+    Ok(data.batch(&rows, device)?)
+}
+
+/// Newest checkpoint with optimizer state, checked to belong to this config.
+fn resume_point(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> {
+    if !dir.checkpoints().is_dir() {
+        return Ok(None);
+    }
+    let found = ckpt::list_run(&dir.checkpoints())?;
+    for (step, path) in found.into_iter().rev() {
+        if !ckpt::optim_path(&path).is_file() {
+            continue;
+        }
+        let (_, meta) = ckpt::read_safetensors(&path)?;
+        let theirs = meta.get("config_hash").map(String::as_str).unwrap_or("none");
+        if theirs != hash {
+            bail!(
+                "{} was written by a run with another config (config_hash {theirs}, this run {hash}); delete {} or choose another --out",
+                path.display(),
+                dir.dir.display()
+            );
+        }
+        return Ok(Some((step, path)));
+    }
+    Ok(None)
+}
+
+/// Removes optimizer files of checkpoints other than `keep_step` (left by an interrupted run).
+fn prune_optim(dir: &RunDir, keep_step: u64) -> Result<()> {
+    for (step, path) in ckpt::list_run(&dir.checkpoints())? {
+        if step != keep_step {
+            let o = ckpt::optim_path(&path);
+            if o.exists() {
+                std::fs::remove_file(&o).with_context(|| format!("removing {}", o.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_partial(path: &Path, before: u64) -> Result<Vec<Row>> {
+    let df = tables::read_parquet(path, &schemas::TRAIN_METRICS)
+        .with_context(|| format!("resuming needs the metrics written with the checkpoint: {}", path.display()))?;
+    let step = tables::col_i64(&df, "step", path)?;
+    let split = tables::col_str(&df, "split", path)?;
+    let loss = tables::col_f64(&df, "loss", path)?;
+    let acc = tables::col_f64(&df, "accuracy", path)?;
+    let lr = tables::col_f64(&df, "lr", path)?;
+    let norm = tables::col_f64(&df, "param_norm", path)?;
+    let rows: Vec<Row> = (0..step.len())
+        .filter(|&i| (step[i] as u64) < before)
+        .map(|i| Row {
+            step: step[i],
+            split: if split[i] == "train" { "train" } else { "val" },
+            loss: loss[i],
+            accuracy: acc[i],
+            lr: lr[i],
+            param_norm: norm[i],
+        })
+        .collect();
+    if before > 0 && rows.last().map(|r| r.step as u64 + 1) != Some(before) {
+        bail!("{}: metrics stop before step {before}, the checkpoint to resume from", path.display());
+    }
+    Ok(rows)
+}
+
+/// Run-identifying columns shared by per-run tables, repeated `n` times.
+pub fn id_columns(cfg: &Config, run_id: &str, n: usize) -> Vec<Column> {
+    vec![
+        Column::new("run".into(), vec![run_id; n]),
+        Column::new("p".into(), vec![cfg.data.p as i64; n]),
+        Column::new("alpha".into(), vec![cfg.model.alpha; n]),
+        Column::new("seed".into(), vec![cfg.train.seed as i64; n]),
+        Column::new("weight_decay".into(), vec![cfg.train.weight_decay; n]),
+        Column::new("train_frac".into(), vec![cfg.data.train_frac; n]),
+        Column::new("d_model".into(), vec![cfg.model.d_model as i64; n]),
+    ]
+}
+
+fn write_frame(rows: &[Row], cfg: &Config, run_id: &str, path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
+    let n = rows.len();
+    let mut cols = id_columns(cfg, run_id, n);
+    cols.push(Column::new("step".into(), rows.iter().map(|r| r.step).collect::<Vec<_>>()));
+    cols.push(Column::new("split".into(), rows.iter().map(|r| r.split).collect::<Vec<_>>()));
+    cols.push(Column::new("loss".into(), rows.iter().map(|r| r.loss).collect::<Vec<_>>()));
+    cols.push(Column::new("accuracy".into(), rows.iter().map(|r| r.accuracy).collect::<Vec<_>>()));
+    cols.push(Column::new("lr".into(), rows.iter().map(|r| r.lr).collect::<Vec<_>>()));
+    cols.push(Column::new("param_norm".into(), rows.iter().map(|r| r.param_norm).collect::<Vec<_>>()));
+    let mut df = DataFrame::new(n, cols)?;
+    tables::write_parquet(&mut df, &schemas::TRAIN_METRICS, path, meta)
+}
+
+fn summarize(rows: &[Row], start: u64) -> Summary {
+    let first = |split: &str| rows.iter().find(|r| r.split == split && r.accuracy >= 1.0).map(|r| r.step as u64);
+    Summary {
+        first_val_acc_1: first("val"),
+        first_train_acc_1: first("train"),
+        final_val_acc: rows.iter().rev().find(|r| r.split == "val").map_or(f64::NAN, |r| r.accuracy),
+        resumed_from: start,
+    }
+}
