@@ -70,8 +70,8 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Token and label tensors for the given rows: `(rows, n_ctx)` u32 and `(rows,)` u32.
-    pub fn batch(&self, rows: &[u32], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Flat tokens (`rows × n_ctx`) and labels of the given rows.
+    pub fn gather(&self, rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
         let mut toks = Vec::with_capacity(rows.len() * self.n_ctx);
         let mut labs = Vec::with_capacity(rows.len());
         for &r in rows {
@@ -79,6 +79,12 @@ impl Dataset {
             toks.extend_from_slice(&self.tokens[r * self.n_ctx..(r + 1) * self.n_ctx]);
             labs.push(self.labels[r]);
         }
+        (toks, labs)
+    }
+
+    /// Token and label tensors for the given rows: `(rows, n_ctx)` u32 and `(rows,)` u32.
+    pub fn batch(&self, rows: &[u32], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let (toks, labs) = self.gather(rows);
         Ok((
             Tensor::from_vec(toks, (rows.len(), self.n_ctx), device)?,
             Tensor::from_vec(labs, rows.len(), device)?,

@@ -65,15 +65,27 @@ impl AdamW {
     /// One update from the gradients of the loss. A parameter with no gradient (e.g. `W_Q` at
     /// α = 0) is treated as having gradient zero: it still decays, as in PyTorch.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_by(|_, w| Ok(grads.get(w).cloned()))
+    }
+
+    /// [`AdamW::step`] with gradients given as flat vectors by parameter name.
+    pub fn step_flat(&mut self, grads: &BTreeMap<String, Vec<f32>>) -> Result<()> {
+        self.step_by(|name, w| match grads.get(name) {
+            Some(g) => Ok(Some(Tensor::from_slice(g, w.shape(), w.device())?)),
+            None => Ok(None),
+        })
+    }
+
+    fn step_by(&mut self, grad_of: impl Fn(&str, &Tensor) -> Result<Option<Tensor>>) -> Result<()> {
         let lr = self.lr_at(self.t);
         let k = (self.t + 1) as i32;
         let [b1, b2] = self.betas;
         let bc1 = 1.0 - b1.powi(k);
         let bc2_sqrt = (1.0 - b2.powi(k)).sqrt();
-        for (i, (_, var)) in self.params.iter().enumerate() {
+        for (i, (name, var)) in self.params.iter().enumerate() {
             let w = var.as_tensor();
-            let g = match grads.get(w) {
-                Some(g) => g.clone(),
+            let g = match grad_of(name, w)? {
+                Some(g) => g,
                 None => w.zeros_like()?,
             };
             self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;

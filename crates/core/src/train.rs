@@ -24,7 +24,7 @@ use tracing::info;
 use crate::ckpt;
 use crate::config::Config;
 use crate::data::Dataset;
-use crate::model::{accuracy, cross_entropy_f64, Params, Transformer};
+use crate::model::{self, Params};
 use crate::optim::AdamW;
 use crate::rng;
 use crate::tables::{self, schemas};
@@ -115,10 +115,10 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
             (params, opt, Vec::new(), 0)
         }
     };
-    let model = Transformer::new(params.var_builder(), &model_cfg)?;
-    let (val_x, val_y) = data.batch(&data.val, &device)?;
+    let threads = rayon::current_num_threads();
+    let (val_x, val_y) = data.gather(&data.val);
     let full = t_cfg.batch_size.is_none_or(|b| b >= data.train.len());
-    let (full_x, full_y) = data.batch(&data.train, &device)?;
+    let (full_x, full_y) = data.gather(&data.train);
 
     let bar = indicatif::ProgressBar::new(t_cfg.steps);
     bar.set_style(
@@ -129,25 +129,30 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
     bar.set_position(start);
     let mut last_saved: Option<PathBuf> = None;
     for t in start..=t_cfg.steps {
-        let (x, y) = if full { (full_x.clone(), full_y.clone()) } else { minibatch(data, t_cfg.batch_size.unwrap_or(1), t_cfg.seed, t, &device)? };
-        let logits = model.forward(&x)?;
-        let loss = cross_entropy_f64(&logits, &y)?;
-        let loss_v = loss.to_scalar::<f64>()?;
-        if !loss_v.is_finite() {
+        let batch;
+        let (x, y) = if full {
+            (&full_x, &full_y)
+        } else {
+            batch = minibatch(data, t_cfg.batch_size.unwrap_or(1), t_cfg.seed, t);
+            (&batch.0, &batch.1)
+        };
+        let out = model::loss_and_grad(&params, &model_cfg, x, y, t < t_cfg.steps, threads)?;
+        if !out.loss.is_finite() {
             bail!(
-                "training loss became {loss_v} at step {t}; the last good checkpoint is kept in {} (try a smaller train.lr)",
+                "training loss became {} at step {t}; the last good checkpoint is kept in {} (try a smaller train.lr)",
+                out.loss,
                 dir.checkpoints().display()
             );
         }
         let lr = opt.lr_at(t);
         let norm = params.norm()?;
-        rows.push(Row { step: t as i64, split: "train", loss: loss_v, accuracy: accuracy(&logits, &y)?, lr, param_norm: norm });
+        let accuracy = out.correct as f64 / y.len() as f64;
+        rows.push(Row { step: t as i64, split: "train", loss: out.loss, accuracy, lr, param_norm: norm });
         if (t % t_cfg.eval_every == 0 || t == t_cfg.steps) && !data.val.is_empty() {
-            let vl = model.forward(&val_x)?;
-            let vloss = cross_entropy_f64(&vl, &val_y)?.to_scalar::<f64>()?;
-            let vacc = accuracy(&vl, &val_y)?;
-            rows.push(Row { step: t as i64, split: "val", loss: vloss, accuracy: vacc, lr, param_norm: norm });
-            bar.set_message(format!("train {loss_v:.3e} val {vloss:.3e} acc {vacc:.3}"));
+            let v = model::loss_and_grad(&params, &model_cfg, &val_x, &val_y, false, threads)?;
+            let vacc = v.correct as f64 / val_y.len() as f64;
+            rows.push(Row { step: t as i64, split: "val", loss: v.loss, accuracy: vacc, lr, param_norm: norm });
+            bar.set_message(format!("train {:.3e} val {:.3e} acc {vacc:.3}", out.loss, v.loss));
         }
         if schedule.binary_search(&t).is_ok() {
             let path = dir.checkpoints().join(ckpt::checkpoint_name(t));
@@ -161,12 +166,10 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
             }
             prune_optim(dir, t)?;
         }
-        if t == t_cfg.steps {
-            break;
+        if let Some(grads) = &out.grads {
+            opt.step_flat(grads)?;
+            bar.inc(1);
         }
-        let grads = loss.backward()?;
-        opt.step(&grads)?;
-        bar.inc(1);
     }
     bar.finish_and_clear();
     crate::fsio::write_bytes_atomic(&dir.resolved_config(), cfg.to_yaml()?.as_bytes())?;
@@ -176,13 +179,13 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
 }
 
 /// The minibatch of step `t`: epochs are seeded permutations of the training rows.
-fn minibatch(data: &Dataset, b: usize, seed: u64, t: u64, device: &Device) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+fn minibatch(data: &Dataset, b: usize, seed: u64, t: u64) -> (Vec<u32>, Vec<u32>) {
     let n = data.train.len();
     let per_epoch = n.div_ceil(b) as u64;
     let (epoch, k) = (t / per_epoch, (t % per_epoch) as usize);
     let perm = rng::permutation(&mut rng::stream(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15), "minibatch"), n);
     let rows: Vec<u32> = perm[k * b..((k + 1) * b).min(n)].iter().map(|&i| data.train[i]).collect();
-    Ok(data.batch(&rows, device)?)
+    data.gather(&rows)
 }
 
 /// Newest checkpoint with optimizer state, checked to belong to this config.

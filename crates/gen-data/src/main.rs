@@ -17,21 +17,32 @@ struct Args {
     #[command(flatten)]
     config: cli::ConfigArgs,
     /// Output table, e.g. data/default-p59/dataset.parquet.
-    #[arg(long, value_name = "PARQUET")]
-    out: PathBuf,
+    #[arg(long, value_name = "PARQUET", required_unless_present = "plan")]
+    out: Option<PathBuf>,
+    /// Print the experiment's plan as make variables (EXP, RUNS) instead of writing data;
+    /// the Makefile includes this to know its targets.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn run(args: Args) -> Result<()> {
     let cfg = args.config.load()?;
+    if args.plan {
+        let runs = cfg.runs()?;
+        println!("EXP := {}-p{}", cfg.name, cfg.data.p);
+        println!("RUNS := {}", runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(" "));
+        return Ok(());
+    }
+    let Some(out) = args.out else { anyhow::bail!("--out is required (unless --plan)") };
     let data = Dataset::generate(&cfg.data);
     let meta = [("config".to_string(), cfg.to_json()?), ("config_hash".to_string(), cfg.hash()?)].into();
-    data.write(&args.out, &meta)?;
+    data.write(&out, &meta)?;
     tracing::info!(
         rows = data.len(),
         train = data.train.len(),
         val = data.val.len(),
         "wrote {}",
-        args.out.display()
+        out.display()
     );
     Ok(())
 }

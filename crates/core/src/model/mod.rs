@@ -8,6 +8,7 @@ the JSON `config` of the paper's released checkpoints (keys `C`, `d_model`, `n_h
 `symmetry` and `llc` all read them.
 */
 
+pub mod fast;
 mod params;
 mod transformer;
 
@@ -156,6 +157,45 @@ impl ModelConfig {
     pub fn n_params(&self) -> usize {
         self.param_specs().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
     }
+}
+
+/// Loss, correct count and (optionally) gradients of a batch given as flat tokens
+/// (`B × n_ctx`) and labels, by the fast path where the model allows it ([`fast::supports`]) and
+/// by candle's autograd otherwise. `threads` bounds the fast path's parallelism.
+pub fn loss_and_grad(
+    params: &Params,
+    cfg: &ModelConfig,
+    tokens: &[u32],
+    labels: &[u32],
+    want_grad: bool,
+    threads: usize,
+) -> Result<fast::Output> {
+    if fast::supports(cfg) {
+        let flat = params.flat()?;
+        return Ok(fast::loss_and_grad(cfg, &fast::Weights::from_map(&flat)?, tokens, labels, want_grad, threads));
+    }
+    let device = candle_core::Device::Cpu;
+    let model = Transformer::new(params.var_builder(), cfg)?;
+    let x = candle_core::Tensor::from_vec(tokens.to_vec(), (labels.len(), cfg.n_ctx), &device)?;
+    let y = candle_core::Tensor::from_vec(labels.to_vec(), labels.len(), &device)?;
+    let logits = model.forward(&x)?;
+    let loss = cross_entropy_f64(&logits, &y)?;
+    let correct = (accuracy(&logits, &y)? * labels.len() as f64).round() as usize;
+    let grads = if want_grad {
+        let store = loss.backward()?;
+        let mut out = std::collections::BTreeMap::new();
+        for (name, var) in params.iter() {
+            let g = match store.get(var.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; var.elem_count()],
+            };
+            out.insert(name.clone(), g);
+        }
+        Some(out)
+    } else {
+        None
+    };
+    Ok(fast::Output { loss: loss.to_scalar::<f64>()?, correct, grads })
 }
 
 #[cfg(test)]

@@ -119,3 +119,10 @@ impl Params {
             .collect()
     }
 }
+
+impl Params {
+    /// Current values as flat `f32` vectors by name (the fast path's input).
+    pub fn flat(&self) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().flatten_all()?.to_vec1::<f32>()?))).collect()
+    }
+}

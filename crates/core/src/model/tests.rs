@@ -180,3 +180,50 @@ fn init_has_the_papers_scales() {
     let again = Params::init(&c, 0, &Device::Cpu).unwrap();
     assert_eq!(rel_err(p.get("embed.W_E").unwrap().as_tensor(), again.get("embed.W_E").unwrap().as_tensor()), 0.0);
 }
+
+/// The fast path against the goldens and against autograd through the textbook forward.
+#[test]
+fn fast_path_matches_goldens_and_autograd() {
+    for alpha in ["0.0", "0.5", "1.0"] {
+        let g = golden(alpha);
+        let params = Params::from_tensors(&g.cfg, g.group("init."), "golden").unwrap();
+        let data = all_pairs(11);
+        let rows = g.train_rows();
+        let toks: Vec<u32> = rows.iter().flat_map(|&r| data.tokens[r as usize * 2..r as usize * 2 + 2].to_vec()).collect();
+        let labs: Vec<u32> = rows.iter().map(|&r| data.labels[r as usize]).collect();
+        let flat = params.flat().unwrap();
+        for threads in [1, 2] {
+            let out = fast::loss_and_grad(&g.cfg, &fast::Weights::from_map(&flat).unwrap(), &toks, &labs, true, threads);
+            let loss0: f64 = g.meta["loss0"].parse().unwrap();
+            assert!(((out.loss - loss0) / loss0).abs() < 1e-6, "alpha {alpha}: {} vs {loss0}", out.loss);
+            for (name, want) in g.group("grad.") {
+                let got = Tensor::from_vec(out.grads.as_ref().unwrap()[&name].clone(), want.dims(), &Device::Cpu).unwrap();
+                let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let e = rel_err(&got, &want);
+                assert!(if scale == 0.0 { e < 1e-12 } else { e < 1e-4 }, "alpha {alpha}: grad {name} rel err {e}");
+            }
+        }
+    }
+    // A trained p = 59 model, where the softmax is far from uniform: against autograd.
+    let c = ckpt::load(&fixture("pizza/l8k1hzciux.safetensors")).unwrap();
+    let model = Transformer::new(c.params.var_builder(), &c.model).unwrap();
+    let data = all_pairs(59);
+    let rows: Vec<u32> = (0..3481).step_by(7).collect();
+    let (x, y) = data.batch(&rows, &Device::Cpu).unwrap();
+    let loss = cross_entropy_f64(&model.forward_reference(&x).unwrap(), &y).unwrap();
+    let grads = loss.backward().unwrap();
+    let toks = x.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+    let labs = y.to_vec1::<u32>().unwrap();
+    let flat = c.params.flat().unwrap();
+    let one = fast::loss_and_grad(&c.model, &fast::Weights::from_map(&flat).unwrap(), &toks, &labs, true, 1);
+    let two = fast::loss_and_grad(&c.model, &fast::Weights::from_map(&flat).unwrap(), &toks, &labs, true, 2);
+    let l = loss.to_scalar::<f64>().unwrap();
+    assert!((one.loss - l).abs() <= 1e-4 * l.abs().max(1e-6), "{} vs {l}", one.loss);
+    assert_eq!(one.grads, two.grads, "thread count changed the gradients");
+    for (name, var) in c.params.iter() {
+        let want = grads.get(var.as_tensor()).unwrap();
+        let got = Tensor::from_vec(one.grads.as_ref().unwrap()[name].clone(), want.dims(), &Device::Cpu).unwrap();
+        let e = rel_err(&got, want);
+        assert!(e < 1e-3, "Model B: grad {name} rel err {e}");
+    }
+}

@@ -1,0 +1,106 @@
+# The Clock-and-Pizza pipeline as a make DAG: every stage is a target whose prerequisites are real
+# files, so `make -j` is safe, a second `make all` does nothing, and touching one run's output
+# reruns only what follows it. `make help` lists the targets and variables.
+
+PIPELINE ?= pipelines/default.yaml
+P        ?=
+STEPS    ?=
+LAUNCH   ?=
+DATA     ?= data
+CARGO    ?= cargo
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/clock-pizza/target
+BIN      := $(CARGO_TARGET_DIR)/release
+
+SETS := $(if $(P),--set data.p=$(P)) $(if $(STEPS),--set train.steps=$(STEPS))
+CONFIG := --config $(PIPELINE) $(SETS)
+
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+# --- build ----------------------------------------------------------------------------------
+# One stamp for all binaries (one cargo invocation, safe under -j). Stages depend on it
+# order-only: rebuilding the code does not by itself rerun finished stages.
+SOURCES := $(shell find crates -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml Cargo.lock
+STAMP := $(DATA)/.build-stamp
+$(STAMP): $(SOURCES)
+	$(CARGO) build --release --workspace --bins
+	@mkdir -p $(@D) && touch $@
+
+.PHONY: build
+build: $(STAMP)
+
+# --- plan -----------------------------------------------------------------------------------
+# The experiment's name and runs come from the YAML (through gen-data --plan), so the per-run
+# targets below exist for whatever grid the pipeline file describes.
+PLAN_MK := $(DATA)/.plan/$(notdir $(basename $(PIPELINE)))-p$(or $(P),default)-s$(or $(STEPS),default).mk
+$(PLAN_MK): $(PIPELINE) | $(STAMP)
+	@mkdir -p $(@D)
+	$(BIN)/gen-data $(CONFIG) --plan > $@.tmp && mv $@.tmp $@
+
+ifeq ($(filter help clean test bench build,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
+include $(PLAN_MK)
+endif
+
+EXP_DIR  := $(DATA)/$(EXP)
+RUN_DIRS := $(addprefix $(EXP_DIR)/runs/,$(RUNS))
+DATASET  := $(EXP_DIR)/dataset.parquet
+METRICS  := $(addsuffix /metrics.parquet,$(RUN_DIRS))
+SCANS    := $(addsuffix /scan.parquet,$(RUN_DIRS))
+SYMS     := $(addsuffix /symmetry.parquet,$(RUN_DIRS))
+LLCS     := $(addsuffix /llc.parquet,$(RUN_DIRS))
+REPORT   := $(EXP_DIR)/report/index.html
+
+# --- stages ---------------------------------------------------------------------------------
+.PHONY: all data train scan symmetry llc report
+all: $(REPORT)
+data: $(DATASET)
+train: $(METRICS)
+scan: $(SCANS)
+symmetry: $(SYMS)
+llc: $(LLCS)
+report: $(REPORT)
+
+$(DATASET): $(PIPELINE) | $(STAMP)
+	$(LAUNCH) $(BIN)/gen-data $(CONFIG) --out $@
+
+$(EXP_DIR)/runs/%/metrics.parquet: $(DATASET) $(PIPELINE) | $(STAMP)
+	$(LAUNCH) $(BIN)/train $(CONFIG) --run $* --data $(DATASET) --out $(@D)
+
+$(EXP_DIR)/runs/%/scan.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
+	$(LAUNCH) $(BIN)/checkpoint-scan --out $@ $(@D)
+
+$(EXP_DIR)/runs/%/symmetry.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
+	$(LAUNCH) $(BIN)/symmetry --out $@ $(@D)
+
+$(EXP_DIR)/runs/%/llc.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
+	$(LAUNCH) $(BIN)/llc estimate $(CONFIG) --out $@ $(@D)
+
+$(REPORT): $(METRICS) $(SCANS) $(SYMS) $(LLCS) | $(STAMP)
+	$(BIN)/report --dir $(EXP_DIR) --out $(@D)
+
+# --- housekeeping ---------------------------------------------------------------------------
+.PHONY: help clean test bench
+help:
+	@echo "Clock-and-Pizza pipeline. Targets:"
+	@echo "  all        the whole DAG: data -> train -> scan, symmetry, llc -> report"
+	@echo "  data       gen-data: the dataset table"
+	@echo "  train      one training run per grid point (checkpoints + metrics.parquet)"
+	@echo "  scan       checkpoint-scan per run (losses, norms, Fourier spectrum)"
+	@echo "  symmetry   Pizza/Clock metrics per run"
+	@echo "  llc        LLC estimates per run"
+	@echo "  report     index.html + figures"
+	@echo "  test       all tests (cargo test + end-to-end DAG test)"
+	@echo "  bench      speed table (data/bench/bench.parquet)"
+	@echo "  clean      delete outputs under $(DATA)/ (never the code or the build cache)"
+	@echo "Variables: P=<modulus> PIPELINE=$(PIPELINE) STEPS=<train steps> LAUNCH='<prefix, e.g. srun -N1 -c2>' DATA=$(DATA)"
+
+clean:
+	rm -rf $(DATA)
+
+test:
+	$(CARGO) test --release --workspace
+	bash tests/e2e.sh
+
+bench: $(STAMP)
+	$(BIN)/bench --out $(DATA)/bench/bench.parquet
