@@ -14,6 +14,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`fsio`]: atomic writes (temporary name, fsync, rename).
 */
 
+pub mod bench;
 pub mod ckpt;
 pub mod cli;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod llc;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod sampler;
 pub mod tables;

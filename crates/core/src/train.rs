@@ -98,6 +98,12 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
         ("git_sha".to_string(), ckpt::git_sha()),
     ]);
 
+    for folder in [&dir.dir, &dir.checkpoints()] {
+        let n = crate::fsio::remove_stale_temps(folder)?;
+        if n > 0 {
+            info!("removed {n} partly written file(s) left by an interrupted run in {}", folder.display());
+        }
+    }
     let (params, mut opt, mut rows, start) = match resume_point(dir, &hash)? {
         Some((step, path)) => {
             let c = ckpt::load(&path)?;

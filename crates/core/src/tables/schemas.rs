@@ -46,3 +46,19 @@ pub const TRAIN_METRICS: Schema = Schema {
         col("param_norm", F64, "L2 norm of all parameters"),
     ],
 };
+
+/// `bench.parquet` (make bench): one row per measurement.
+pub const BENCH: Schema = Schema {
+    name: "bench",
+    columns: &[
+        col("name", Str, "what was measured: train_step_full_batch, train_step_autograd_reference, sgld_step_b512, sgld_step_full_batch, …"),
+        col("p", I64, "modulus"),
+        col("rows", I64, "rows per step (batch size)"),
+        col("threads", I64, "threads used"),
+        col("ms_per_step", F64, "median milliseconds per step (for SGLD: per step of one chain, wall time divided by chains)"),
+        col("ms_min", F64, "fastest step"),
+        col("gflop_per_step", F64, "FLOPs per step the factored computation needs (0 where not counted)"),
+        col("gflops", F64, "achieved GFLOP/s"),
+        col("peak_fraction", F64, "achieved fraction of the float32 peak of `threads` cores"),
+    ],
+};
