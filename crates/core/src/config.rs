@@ -535,7 +535,11 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<()> {
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        // 0.0 and 0 name the same run: `alpha0`, not `alpha0.0`.
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+            _ => n.to_string(),
+        },
         Value::Bool(b) => b.to_string(),
         other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().replace(['\n', ' '], ""),
     }
