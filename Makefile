@@ -38,7 +38,7 @@ $(PLAN_MK): $(PIPELINE) | $(STAMP)
 	@mkdir -p $(@D)
 	$(BIN)/gen-data $(CONFIG) --plan > $@.tmp && mv $@.tmp $@
 
-ifeq ($(filter help clean test bench build,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
+ifeq ($(filter help clean test bench build fuzz,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
 include $(PLAN_MK)
 endif
 
@@ -80,7 +80,7 @@ $(REPORT): $(METRICS) $(SCANS) $(SYMS) $(LLCS) | $(STAMP)
 	$(BIN)/report --dir $(EXP_DIR) --out $(@D)
 
 # --- housekeeping ---------------------------------------------------------------------------
-.PHONY: help clean test bench
+.PHONY: help clean test bench fuzz
 help:
 	@echo "Clock-and-Pizza pipeline. Targets:"
 	@echo "  all        the whole DAG: data -> train -> scan, symmetry, llc -> report"
@@ -92,6 +92,7 @@ help:
 	@echo "  report     index.html + figures"
 	@echo "  test       all tests (cargo test + end-to-end DAG test)"
 	@echo "  bench      speed table (data/bench/bench.parquet)"
+	@echo "  fuzz       a longer fuzz pass over the YAML, safetensors and parquet readers (FUZZ_ITERS=20000)"
 	@echo "  clean      delete outputs under $(DATA)/ (never the code or the build cache)"
 	@echo "Variables: P=<modulus> PIPELINE=$(PIPELINE) STEPS=<train steps> LAUNCH='<prefix, e.g. srun -N1 -c2>' DATA=$(DATA)"
 
@@ -101,6 +102,9 @@ clean:
 test:
 	$(CARGO) test --release --workspace
 	bash tests/e2e.sh
+
+fuzz:
+	PIZZA_FUZZ_ITERS=$(or $(FUZZ_ITERS),20000) $(CARGO) test --release -p pizza-core --test fuzz -- --nocapture
 
 bench: $(STAMP)
 	$(BIN)/bench --out $(DATA)/bench/bench.parquet

@@ -284,8 +284,8 @@ impl Config {
         if d.p < 2 {
             bail!("data.p must be an integer ≥ 2, got {}", d.p);
         }
-        if d.p > 4096 {
-            bail!("data.p = {} is too large: the dataset has p² = {} rows and the model a p-wide vocabulary; the pipeline supports p ≤ 4096", d.p, d.p * d.p);
+        if d.p > 1 << 16 {
+            bail!("data.p = {} is too large: the dataset would have p² = {} rows (limit p ≤ 65536; memory runs out long before)", d.p, d.p * d.p);
         }
         if !(d.train_frac > 0.0 && d.train_frac <= 1.0) {
             bail!("data.train_frac must be in (0, 1], got {}", d.train_frac);
@@ -299,6 +299,9 @@ impl Config {
         let m = &self.model;
         if m.d_model == 0 || m.n_heads == 0 || m.n_layers == 0 {
             bail!("model.d_model, model.n_heads and model.n_layers must be positive");
+        }
+        if m.d_model > 1 << 14 || m.d_mlp.unwrap_or(0) > 1 << 16 || m.n_layers > 64 {
+            bail!("model sizes are out of range (d_model ≤ 16384, d_mlp ≤ 65536, n_layers ≤ 64)");
         }
         if m.n_heads > m.d_model {
             bail!("model.n_heads = {} exceeds model.d_model = {} (d_head would be 0)", m.n_heads, m.d_model);

@@ -83,9 +83,48 @@ pub struct Summary {
     pub resumed_from: u64,
 }
 
+/// Bytes a training step needs at most: the dataset, the per-pair buffers of a full-batch step
+/// (activations, gradients, logits) and the per-token tables, with a factor 2 of headroom for
+/// allocator slack. Used to refuse a `p` that cannot fit before any work is done.
+pub fn memory_estimate(cfg: &Config) -> u64 {
+    let mc = cfg.model_config();
+    let rows = cfg.data.p * cfg.data.p;
+    let batch = cfg.train.batch_size.map_or(rows, |b| (b as u64).min(rows));
+    let (v, t, d, m, hd, h) = (mc.vocab as u64, mc.n_ctx as u64, mc.d_model as u64, mc.d_mlp as u64, (mc.n_heads * mc.d_head) as u64, mc.n_heads as u64);
+    let per_pair = 3 * m + 4 * d + 2 * v + 2 * h * t + t + 1;
+    let tables = t * v * (3 * d + 3 * hd + 2 * h * d) * (1 + batch.div_ceil(crate::model::fast::CHUNK as u64).min(64));
+    let params = 4 * mc.n_params() as u64;
+    2 * 4 * (rows * (t + 3) + batch * per_pair + tables) + params
+}
+
+/// Available memory from `/proc/meminfo` (`MemAvailable`), if readable.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses, with the numbers, a config whose training step cannot fit in available memory.
+pub fn check_memory(cfg: &Config) -> Result<()> {
+    let need = memory_estimate(cfg);
+    if let Some(avail) = available_memory() {
+        if need > avail {
+            bail!(
+                "p = {} needs about {:.1} GiB for a training step but only {:.1} GiB is available; use a smaller data.p or set train.batch_size",
+                cfg.data.p,
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Trains one run into `dir` (resuming if it holds checkpoints of the same config).
 pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<Summary> {
     let device = Device::Cpu;
+    check_memory(cfg)?;
     let model_cfg = cfg.model_config();
     let t_cfg = &cfg.train;
     let schedule = t_cfg.checkpoints.steps(t_cfg.steps);

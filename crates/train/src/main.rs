@@ -29,6 +29,7 @@ struct Args {
 
 fn run(args: Args) -> Result<()> {
     let run = args.config.load_run(args.run.as_deref())?;
+    train::check_memory(&run.config)?;
     let data = match &args.data {
         Some(path) => Dataset::read_checked(path, &run.config.data)?,
         None => Dataset::generate(&run.config.data),

@@ -96,3 +96,14 @@ fn json_round_trip_and_hash() {
     // FNV-1a of "a" (published test vector).
     assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
 }
+
+#[test]
+fn memory_estimate_refuses_huge_p() {
+    let small = load_str("", &[]).unwrap();
+    let big = load_str("", &["data.p=4001".into()]).unwrap();
+    let (a, b) = (crate::train::memory_estimate(&small), crate::train::memory_estimate(&big));
+    // p = 59 needs tens of MB; p = 4001 needs more than this machine has (24 GiB).
+    assert!(a < 200 << 20, "{a}");
+    assert!(b > 64 << 30, "{b}");
+    assert!(load_str("", &["data.p=70000".into()]).is_err());
+}

@@ -126,12 +126,30 @@ pub fn write_parquet(
     })
 }
 
+/// Runs a polars read, turning a panic inside polars (which some corrupt files cause) into an
+/// error that names the file.
+fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!("{}: corrupt parquet file (the reader failed: {msg})", path.display())
+        }
+    }
+}
+
 /// Reads a parquet table and checks it against `schema`.
 pub fn read_parquet(path: &Path, schema: &Schema) -> Result<DataFrame> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .with_context(|| format!("reading parquet {} (is it a complete parquet file?)", path.display()))?;
+    let df = guarded(path, || {
+        ParquetReader::new(file)
+            .finish()
+            .with_context(|| format!("reading parquet {} (is it a complete parquet file?)", path.display()))
+    })?;
     schema.check(&df, path)?;
     Ok(df)
 }
@@ -139,17 +157,19 @@ pub fn read_parquet(path: &Path, schema: &Schema) -> Result<DataFrame> {
 /// Reads a parquet file's key-value metadata (config, seed, provenance).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = ParquetReader::new(file);
-    let md = reader
-        .get_metadata()
-        .with_context(|| format!("reading parquet metadata of {}", path.display()))?;
-    let mut out = BTreeMap::new();
-    if let Some(kvs) = &md.key_value_metadata {
-        for kv in kvs {
-            out.insert(kv.key.clone(), kv.value.clone().unwrap_or_default());
+    guarded(path, || {
+        let mut reader = ParquetReader::new(file);
+        let md = reader
+            .get_metadata()
+            .with_context(|| format!("reading parquet metadata of {}", path.display()))?;
+        let mut out = BTreeMap::new();
+        if let Some(kvs) = &md.key_value_metadata {
+            for kv in kvs {
+                out.insert(kv.key.clone(), kv.value.clone().unwrap_or_default());
+            }
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 /// Typed column access with errors that name the file and the column.
