@@ -37,8 +37,9 @@ impl ConfigArgs {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+/// Logs to stderr (`RUST_LOG` overrides the default `info`) and installs the Ctrl-C handler.
 pub fn init_logging() {
+    crate::interrupt::install();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();

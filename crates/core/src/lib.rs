@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod fsio;
+pub mod interrupt;
 pub mod llc;
 pub mod metrics;
 pub mod model;

@@ -121,8 +121,28 @@ pub fn check_memory(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Trains one run into `dir` (resuming if it holds checkpoints of the same config).
+/// Trains one run into `dir` (resuming if it holds checkpoints of the same config), using all
+/// of rayon's threads for each step.
 pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<Summary> {
+    run_with_threads(cfg, run_id, data, dir, rayon::current_num_threads())
+}
+
+/// Trains several runs of one dataset at once, one run per thread on `threads` threads. For a
+/// sweep of small models this beats one process per run (no per-step thread synchronisation),
+/// and since a step's result does not depend on its thread count, every run's outputs are the
+/// bytes it would have alone.
+pub fn run_many(runs: &[(Config, String, RunDir)], data: &Dataset, threads: usize) -> Result<Vec<Summary>> {
+    use rayon::prelude::*;
+    for (cfg, id, _) in runs {
+        if cfg.data != data.config {
+            bail!("run {id}: its data settings differ from the dataset's; runs trained together must share one dataset");
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    pool.install(|| runs.par_iter().map(|(cfg, id, dir)| run_with_threads(cfg, id, data, dir, 1)).collect())
+}
+
+fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, threads: usize) -> Result<Summary> {
     let device = Device::Cpu;
     check_memory(cfg)?;
     let model_cfg = cfg.model_config();
@@ -160,7 +180,6 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
             (params, opt, Vec::new(), 0)
         }
     };
-    let threads = rayon::current_num_threads();
     let (val_x, val_y) = data.gather(&data.val);
     let full = t_cfg.batch_size.is_none_or(|b| b >= data.train.len());
     let (full_x, full_y) = data.gather(&data.train);
@@ -212,6 +231,11 @@ pub fn run(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir) -> Result<S
             prune_optim(dir, t)?;
         }
         if let Some(grads) = &out.grads {
+            if crate::interrupt::requested() {
+                bar.abandon();
+                let kept = last_saved.as_ref().map_or("none".to_string(), |p| p.display().to_string());
+                bail!("interrupted at step {t}; kept checkpoints up to {kept} and their metrics; run the same command again to resume");
+            }
             opt.step_flat(grads)?;
             bar.inc(1);
         }
