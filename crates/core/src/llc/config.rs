@@ -1,0 +1,246 @@
+/*!
+Settings of an LLC estimate ([`SgldConfig`]), the single source of their defaults, and their
+resolution against a concrete target (`nβ` rules, full batch).
+*/
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::LlcError;
+
+/// Settings of one LLC estimate: the SGLD sampler, the chains, and the diagnostics.
+///
+/// `Default` is the only source of defaults. They are starting points for a calibration sweep
+/// (see [`super::calibrate`]), not settings validated for any particular model; the validated
+/// settings for the analytic models are [`super::analytic::AnalyticModel::recommended_settings`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgldConfig {
+    /// SGLD step size ε (devinterp's `lr`).
+    pub epsilon: f64,
+    /// Localisation strength γ (devinterp's `localization`): keeps the chain near `w*`.
+    pub gamma: f64,
+    /// Inverse temperature times n.
+    pub nbeta: NBeta,
+    /// Rows per minibatch; `None` is full batch.
+    pub batch_size: Option<usize>,
+    /// Number of independent chains.
+    pub chains: usize,
+    /// Recorded draws per chain.
+    pub draws: usize,
+    /// SGLD steps per chain before the first draw.
+    pub burn_in: usize,
+    /// SGLD steps per draw (thinning); at least 1.
+    pub steps_between_draws: usize,
+    /// Seed of all sampling randomness; chain `i` uses ChaCha8 streams `2i` (noise) and `2i + 1`
+    /// (minibatches).
+    pub seed: u64,
+    /// How `L(w*)`, the loss subtracted in the estimate, is computed.
+    pub loss_at_wstar: LossAtWstar,
+    /// Number of minibatches averaged for [`LossAtWstar::FirstBatches`]; 0 means one per chain,
+    /// as devinterp 1.3 does. Ignored for the full-training-set mode.
+    pub loss_at_wstar_batches: usize,
+    /// Measure the MALA acceptance probability on every k-th step after burn-in (one extra
+    /// forward and backward pass each); 0 disables it.
+    pub mala_every: usize,
+    /// A chain is stopped as diverged when a minibatch loss is non-finite or exceeds
+    /// `L(w*) + divergence_factor·(|L(w*)| + d/(2nβ))`, `d` the number of parameters: `d/(2nβ)`
+    /// is the largest mean rise a healthy chain can show (a regular model, λ = d/2).
+    pub divergence_factor: f64,
+    /// Precondition the steps RMSProp-style (pSGLD); ε then scales `G`-weighted steps.
+    pub rmsprop: bool,
+    /// RMSProp decay α of the running mean of squared drifts. The default 0.999 (devinterp:
+    /// 0.99) keeps the preconditioner from following the chain's own excursions, which biases
+    /// the samples (see `sampler::RmsProp`).
+    pub rmsprop_alpha: f64,
+    /// RMSProp δ: the preconditioner is `1/(√V + δ)`, at most `1/δ`.
+    pub rmsprop_eps: f64,
+    /// Worker threads for the chains (0 = one per core). Does not change any number.
+    pub threads: usize,
+}
+
+impl Default for SgldConfig {
+    fn default() -> Self {
+        SgldConfig {
+            epsilon: 1e-4,
+            gamma: 100.0,
+            nbeta: NBeta::Rule(NBetaRule::NOverLnN),
+            batch_size: None,
+            chains: 4,
+            draws: 200,
+            burn_in: 200,
+            steps_between_draws: 1,
+            seed: 0,
+            loss_at_wstar: LossAtWstar::FullTrainingSet,
+            loss_at_wstar_batches: 0,
+            mala_every: 10,
+            divergence_factor: 100.0,
+            rmsprop: false,
+            rmsprop_alpha: 0.999,
+            rmsprop_eps: 0.1,
+            threads: 0,
+        }
+    }
+}
+
+impl SgldConfig {
+    /// Checks the values that do not depend on the target.
+    pub fn validate(&self) -> Result<(), LlcError> {
+        let bad = |m: String| Err(LlcError::InvalidConfig(m));
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return bad(format!(
+                "epsilon must be positive and finite, got {}",
+                self.epsilon
+            ));
+        }
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return bad(format!(
+                "gamma must be non-negative and finite, got {}",
+                self.gamma
+            ));
+        }
+        if let NBeta::Value(v) = self.nbeta {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("nbeta must be positive and finite, got {v}"));
+            }
+        }
+        if self.chains == 0 || self.draws == 0 || self.steps_between_draws == 0 {
+            return bad("chains, draws and steps_between_draws must be at least 1".into());
+        }
+        if self.batch_size == Some(0) {
+            return bad("batch_size must be at least 1 (omit it for full batch)".into());
+        }
+        if self.rmsprop && !(0.0..1.0).contains(&self.rmsprop_alpha) {
+            return bad(format!(
+                "rmsprop_alpha must be in [0, 1), got {}",
+                self.rmsprop_alpha
+            ));
+        }
+        if self.rmsprop && (self.rmsprop_eps.is_nan() || self.rmsprop_eps <= 0.0) {
+            return bad(format!(
+                "rmsprop_eps must be positive, got {}",
+                self.rmsprop_eps
+            ));
+        }
+        if self.divergence_factor.is_nan() || self.divergence_factor <= 0.0 {
+            return bad(format!(
+                "divergence_factor must be positive, got {}",
+                self.divergence_factor
+            ));
+        }
+        Ok(())
+    }
+
+    /// The batch size for `n` training rows, checked.
+    pub fn resolved_batch_size(&self, n: usize) -> Result<usize, LlcError> {
+        match self.batch_size {
+            None => Ok(n),
+            Some(b) if (1..=n).contains(&b) => Ok(b),
+            Some(b) => Err(LlcError::InvalidConfig(format!(
+                "batch_size {b} is not in 1..={n}"
+            ))),
+        }
+    }
+}
+
+/// The inverse temperature times n. Written as a rule name (`n_over_ln_n`, `b_over_ln_b`) or a
+/// number, in YAML and on the command line alike.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NBeta {
+    /// Derived from the data size.
+    Rule(NBetaRule),
+    /// An explicit value.
+    Value(f64),
+}
+
+/// How nβ follows from the data size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NBetaRule {
+    /// `n / ln n`, n the number of training rows: β = 1/ln n, the WBIC temperature of the
+    /// LLC literature (Lau et al.).
+    NOverLnN,
+    /// `B / ln B`, B the minibatch size: devinterp ≥ 1.0's default.
+    BOverLnB,
+}
+
+impl NBeta {
+    /// The value for `n` training rows and minibatches of `batch` rows.
+    pub fn resolve(&self, n: usize, batch: usize) -> Result<f64, LlcError> {
+        let over_ln = |k: usize, what: &str| {
+            if k < 2 {
+                Err(LlcError::InvalidConfig(format!(
+                    "{what} = {k} is too small for {what}/ln {what}"
+                )))
+            } else {
+                Ok(k as f64 / (k as f64).ln())
+            }
+        };
+        match *self {
+            NBeta::Rule(NBetaRule::NOverLnN) => over_ln(n, "n"),
+            NBeta::Rule(NBetaRule::BOverLnB) => over_ln(batch, "B"),
+            NBeta::Value(v) => Ok(v),
+        }
+    }
+}
+
+impl fmt::Display for NBeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NBeta::Rule(NBetaRule::NOverLnN) => f.write_str("n_over_ln_n"),
+            NBeta::Rule(NBetaRule::BOverLnB) => f.write_str("b_over_ln_b"),
+            NBeta::Value(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl FromStr for NBeta {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "n_over_ln_n" => Ok(NBeta::Rule(NBetaRule::NOverLnN)),
+            "b_over_ln_b" => Ok(NBeta::Rule(NBetaRule::BOverLnB)),
+            other => other.parse::<f64>().map(NBeta::Value).map_err(|_| {
+                format!("nbeta must be n_over_ln_n, b_over_ln_b or a number, got {other:?}")
+            }),
+        }
+    }
+}
+
+/// How the reference loss `L(w*)` of the estimate is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAtWstar {
+    /// The mean loss over the whole training set at `w*`: the quantity in the LLC's definition.
+    FullTrainingSet,
+    /// devinterp 1.3: the mean of the minibatch losses at `w*` over the first few minibatches of
+    /// a shuffled epoch (`loss_at_wstar_batches` of them, capped at one epoch).
+    FirstBatches,
+}
+
+impl fmt::Display for LossAtWstar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossAtWstar::FullTrainingSet => "full_training_set",
+            LossAtWstar::FirstBatches => "first_batches",
+        })
+    }
+}
+
+impl FromStr for LossAtWstar {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full_training_set" => Ok(LossAtWstar::FullTrainingSet),
+            "first_batches" => Ok(LossAtWstar::FirstBatches),
+            other => Err(format!(
+                "expected full_training_set or first_batches, got {other:?}"
+            )),
+        }
+    }
+}

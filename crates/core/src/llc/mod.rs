@@ -1,0 +1,51 @@
+/*!
+The Local Learning Coefficient (Lau et al. 2023): estimation from SGLD chains, diagnostics,
+calibration, and validation on models whose LLC is known.
+
+- [`config`]: [`SgldConfig`], the settings of one estimate (serde, the single source of defaults).
+- [`estimate()`]: runs the chains ([`crate::sampler`]) and computes, per chain,
+  `λ̂ = nβ·(mean over draws of L_B(w_t) − L(w*))`, then the mean and sample std over chains, split
+  R-hat, bulk ESS, the MALA acceptance rate and the health flags ([`LlcEstimate`]).
+- [`diagnostics`]: R-hat, ESS (Vehtari et al. 2021) and the "still rising" rule.
+- [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
+- [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
+  [`analytic::validate`].
+
+Architecture invariant: nothing here knows about the transformer; a model enters only through
+[`crate::sampler::SgldTarget`] and a factory closure `Fn(chain) -> anyhow::Result<T>`.
+*/
+
+pub mod analytic;
+mod calibrate;
+pub mod config;
+pub mod diagnostics;
+mod estimate;
+#[cfg(test)]
+mod tests;
+
+pub use calibrate::{
+    calibrate, Calibration, CalibrationGrid, CalibrationPoint, RecommendCriteria, Recommendation,
+};
+pub use config::{LossAtWstar, NBeta, NBetaRule, SgldConfig};
+pub use estimate::{estimate, ChainEstimate, ChainFlags, EstimateFlags, LlcEstimate};
+
+use crate::sampler::SamplerError;
+
+/// Errors of LLC estimation. A diverged or unhealthy chain is not an error: it is reported in
+/// the estimate's flags.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlcError {
+    /// A setting is out of range or does not fit the target (e.g. a batch larger than the data).
+    #[error("invalid LLC settings: {0}")]
+    InvalidConfig(String),
+    /// Sampling failed (a tensor error inside a chain, or a target that could not be built).
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// A tensor operation outside the chains failed (computing `L(w*)`, building a model).
+    #[error("tensor operation failed")]
+    Candle(#[from] candle_core::Error),
+    /// The factory could not build the target used to compute `L(w*)`.
+    #[error("could not build the sampling target")]
+    Target(#[source] anyhow::Error),
+}
