@@ -100,3 +100,26 @@ fn runs_trained_together_match_runs_trained_alone() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_keeps_good_checkpoints() {
+    let root = std::env::temp_dir().join(format!("nan-test-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("c.yaml");
+    // Decoupled decay with lr·wd ≫ 1 multiplies every weight by about −10⁴ per step: the loss
+    // overflows to inf/NaN within a few steps.
+    std::fs::write(&cfg, "data: {p: 11}\nmodel: {d_model: 16}\ntrain: {steps: 50, lr: 10, weight_decay: 1000, warmup_steps: 0, checkpoints: {log_points: 0, segments: [{every: 1}]}}\n").unwrap();
+    let out = root.join("run");
+    let o = train(&cfg, &out).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("training loss became") && err.contains("at step"), "{err}");
+    assert!(!out.join("metrics.parquet").exists());
+    // Every checkpoint that was written is complete, finite and loadable.
+    let ckpts = pizza_core::ckpt::list_run(&out).unwrap();
+    assert!(!ckpts.is_empty());
+    for (_, p) in ckpts {
+        pizza_core::ckpt::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

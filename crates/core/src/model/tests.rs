@@ -227,3 +227,80 @@ fn fast_path_matches_goldens_and_autograd() {
         assert!(e < 1e-3, "Model B: grad {name} rel err {e}");
     }
 }
+
+/// The fast path on the other token layouts (Nanda's `=` token: three positions; the paper's
+/// separate vocabularies) against autograd through the textbook forward.
+#[test]
+fn fast_path_matches_autograd_on_other_layouts() {
+    for (eq, sep) in [(true, false), (false, true)] {
+        let data_cfg = DataConfig { p: 13, eq_token: eq, separate_vocab: sep, train_frac: 1.0, ..DataConfig::default() };
+        let settings = crate::config::ModelSettings { d_model: 24, n_heads: 3, alpha: 0.5, ..Default::default() };
+        let cfg = ModelConfig::from_settings(&data_cfg, &settings);
+        let params = Params::init(&cfg, 3, &Device::Cpu).unwrap();
+        let model = Transformer::new(params.var_builder(), &cfg).unwrap();
+        let data = Dataset::generate(&data_cfg);
+        let rows: Vec<u32> = (0..169).step_by(2).collect();
+        let (x, y) = data.batch(&rows, &Device::Cpu).unwrap();
+        let loss = cross_entropy_f64(&model.forward_reference(&x).unwrap(), &y).unwrap();
+        let grads = loss.backward().unwrap();
+        let (toks, labs) = data.gather(&rows);
+        let out = loss_and_grad(&params, &cfg, &toks, &labs, true, 2).unwrap();
+        let l = loss.to_scalar::<f64>().unwrap();
+        assert!((out.loss - l).abs() < 1e-5 * l, "eq {eq} sep {sep}: {} vs {l}", out.loss);
+        for (name, var) in params.iter() {
+            let want = grads.get(var.as_tensor()).unwrap();
+            let got = Tensor::from_vec(out.grads.as_ref().unwrap()[name].clone(), want.dims(), &Device::Cpu).unwrap();
+            let e = rel_err(&got, want);
+            assert!(e < 1e-4, "eq {eq} sep {sep}: grad {name} rel err {e}");
+        }
+    }
+}
+
+/// Bad checkpoints are refused with the file and the tensor named: a NaN weight, a shape that
+/// does not match the config, a missing tensor, a config that contradicts `pizza_config`.
+#[test]
+fn bad_checkpoints_are_refused_with_the_file_and_tensor_named() {
+    let dir = std::env::temp_dir().join(format!("badckpt-{}", std::process::id()));
+    let cfg = crate::config::load_str("data: {p: 7}\nmodel: {d_model: 8, n_heads: 2}", &[]).unwrap();
+    let mc = cfg.model_config();
+    let params = Params::init(&mc, 0, &Device::Cpu).unwrap();
+    let mut tensors = params.tensors().unwrap();
+    let meta = BTreeMap::from([("config".to_string(), mc.to_paper_json())]);
+
+    let mut nan = tensors.clone();
+    let w = nan["blocks.0.mlp.W_in"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut w2 = w.clone();
+    w2[5] = f32::NAN;
+    nan.insert("blocks.0.mlp.W_in".into(), Tensor::from_vec(w2, nan["blocks.0.mlp.W_in"].dims(), &Device::Cpu).unwrap());
+    let p = dir.join("nan.safetensors");
+    ckpt::write_safetensors(&p, &nan, &meta).unwrap();
+    let e = format!("{:#}", ckpt::load(&p).unwrap_err());
+    assert!(e.contains("nan.safetensors") && e.contains("blocks.0.mlp.W_in") && e.contains("non-finite"), "{e}");
+
+    let mut wrong = tensors.clone();
+    wrong.insert("unembed.W_U".into(), Tensor::zeros((8, 6), DType::F32, &Device::Cpu).unwrap());
+    let p = dir.join("shape.safetensors");
+    ckpt::write_safetensors(&p, &wrong, &meta).unwrap();
+    let e = format!("{:#}", ckpt::load(&p).unwrap_err());
+    assert!(e.contains("shape.safetensors") && e.contains("unembed.W_U") && e.contains("[8, 6]") && e.contains("[8, 7]"), "{e}");
+
+    tensors.remove("pos_embed.W_pos");
+    let p = dir.join("missing.safetensors");
+    ckpt::write_safetensors(&p, &tensors, &meta).unwrap();
+    let e = format!("{:#}", ckpt::load(&p).unwrap_err());
+    assert!(e.contains("missing.safetensors") && e.contains("pos_embed.W_pos") && e.contains("missing"), "{e}");
+
+    let other = crate::config::load_str("data: {p: 7}\nmodel: {d_model: 16, n_heads: 2}", &[]).unwrap();
+    let mut meta2 = meta.clone();
+    meta2.insert("pizza_config".into(), other.to_json().unwrap());
+    let p = dir.join("contradiction.safetensors");
+    ckpt::write_safetensors(&p, &params.tensors().unwrap(), &meta2).unwrap();
+    let e = format!("{:#}", ckpt::load(&p).unwrap_err());
+    assert!(e.contains("contradiction.safetensors") && e.contains("pizza_config"), "{e}");
+
+    let p = dir.join("noconfig.safetensors");
+    ckpt::write_safetensors(&p, &params.tensors().unwrap(), &BTreeMap::new()).unwrap();
+    let e = format!("{:#}", ckpt::load(&p).unwrap_err());
+    assert!(e.contains("noconfig.safetensors") && e.contains("`config`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
