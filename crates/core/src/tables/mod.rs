@@ -210,3 +210,53 @@ pub fn col_bool(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<bool>> {
         .map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display())))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::Column as PlColumn;
+
+    const T: Schema = Schema {
+        name: "t",
+        columns: &[
+            Column { name: "step", dtype: ColType::I64, doc: "" },
+            Column { name: "loss", dtype: ColType::F64, doc: "" },
+        ],
+    };
+
+    #[test]
+    fn missing_columns_and_wrong_types_are_named() {
+        let dir = std::env::temp_dir().join(format!("tables-test-{}", std::process::id()));
+        let path = dir.join("t.parquet");
+        let mut good = DataFrame::new(2, vec![PlColumn::new("step".into(), vec![0i64, 1]), PlColumn::new("loss".into(), vec![1.0f64, 0.5])]).unwrap();
+        write_parquet(&mut good, &T, &path, &BTreeMap::from([("k".to_string(), "v".to_string())])).unwrap();
+        assert_eq!(read_parquet(&path, &T).unwrap().height(), 2);
+        assert_eq!(read_metadata(&path).unwrap()["k"], "v");
+        assert_eq!(col_f64(&read_parquet(&path, &T).unwrap(), "loss", &path).unwrap(), vec![1.0, 0.5]);
+
+        // Writing a frame that does not match its schema is refused, and nothing is written.
+        let bad = dir.join("bad.parquet");
+        let mut missing = DataFrame::new(2, vec![PlColumn::new("step".into(), vec![0i64, 1])]).unwrap();
+        let e = format!("{:#}", write_parquet(&mut missing, &T, &bad, &BTreeMap::new()).unwrap_err());
+        assert!(e.contains("missing column `loss`"), "{e}");
+        assert!(!bad.exists());
+
+        // Reading a file with a column missing or of the wrong type names the file and column.
+        let other = Schema { name: "t", columns: &[Column { name: "step", dtype: ColType::I64, doc: "" }] };
+        let mut only_step = DataFrame::new(2, vec![PlColumn::new("step".into(), vec![0i64, 1])]).unwrap();
+        write_parquet(&mut only_step, &other, &bad, &BTreeMap::new()).unwrap();
+        let e = format!("{:#}", read_parquet(&bad, &T).unwrap_err());
+        assert!(e.contains("bad.parquet") && e.contains("missing column `loss`"), "{e}");
+        let mut typed = DataFrame::new(2, vec![PlColumn::new("step".into(), vec![0.0f64, 1.0]), PlColumn::new("loss".into(), vec![1.0f64, 0.5])]).unwrap();
+        let loose = Schema { name: "t", columns: &[] };
+        write_parquet(&mut typed, &loose, &bad, &BTreeMap::new()).unwrap();
+        let e = format!("{:#}", read_parquet(&bad, &T).unwrap_err());
+        assert!(e.contains("bad.parquet") && e.contains("`step`") && e.contains("expected i64"), "{e}");
+
+        // A truncated file is an error, not a panic.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(format!("{:#}", read_parquet(&bad, &T).unwrap_err()).contains("bad.parquet"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
