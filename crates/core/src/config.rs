@@ -38,6 +38,7 @@ pub struct Config {
     /// Grid of runs: dotted key → list of values; every combination is one run.
     pub grid: BTreeMap<String, Vec<Value>>,
     /// Overrides applied when `data.p` has the given value (merged before `--set`).
+    #[serde(deserialize_with = "per_p_keys")]
     pub per_p: BTreeMap<u64, Value>,
 }
 
@@ -480,6 +481,22 @@ pub fn load_str(text: &str, sets: &[String]) -> Result<Config> {
     let config = from_tree(tree)?;
     config.validate()?;
     Ok(config)
+}
+
+/// `per_p` keys are integers in YAML but strings in JSON (checkpoint metadata): accept both.
+fn per_p_keys<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<BTreeMap<u64, Value>, D::Error> {
+    use serde::de::Error;
+    let raw = serde_yaml_ng::Mapping::deserialize(de)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let p = match &k {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            p.map(|p| (p, v)).ok_or_else(|| D::Error::custom(format!("per_p keys must be moduli (integers), got {k:?}")))
+        })
+        .collect()
 }
 
 /// Deserializes a tree, turning serde's "unknown field" into a hint with the nearest valid key.

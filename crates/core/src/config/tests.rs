@@ -88,9 +88,13 @@ fn checkpoint_schedule_is_dense_early_and_has_both_ends() {
 
 #[test]
 fn json_round_trip_and_hash() {
-    let c = load_str("model: {alpha: 0.5}", &[]).unwrap();
+    let c = load_str("model: {alpha: 0.5}\nper_p: {113: {train.steps: 5}}\nllc: {chains: 2}", &[]).unwrap();
     let back = Config::from_json(&c.to_json().unwrap()).unwrap();
     assert_eq!(back, c);
+    let shipped = load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/default.yaml")), &[]).unwrap();
+    for run in shipped.runs().unwrap() {
+        assert_eq!(Config::from_json(&run.config.to_json().unwrap()).unwrap(), run.config);
+    }
     assert_eq!(back.hash().unwrap(), c.hash().unwrap());
     assert_ne!(load_str("", &[]).unwrap().hash().unwrap(), c.hash().unwrap());
     // FNV-1a of "a" (published test vector).

@@ -1,0 +1,51 @@
+//! `checkpoint-scan`: per checkpoint, losses and accuracies recomputed from the weights, parameter
+//! norms, the embedding's Fourier spectrum, key frequencies and Nanda's restricted/excluded loss.
+//! The work is `pizza_core::metrics::scan::run`; tables are documented in docs/tables-analysis.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use pizza_core::{cli, metrics};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Scan checkpoints (run directories or files) into one table, one row per checkpoint.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Run directories (all their checkpoints, in step order) or checkpoint files.
+    #[arg(required = true, value_name = "CHECKPOINT_OR_RUN_DIR")]
+    inputs: Vec<PathBuf>,
+    /// Main table; <stem>_spectrum.parquet and <stem>_norms.parquet go beside it.
+    #[arg(long, value_name = "PARQUET")]
+    out: PathBuf,
+    /// Checkpoints analysed at once (1: one at a time, each on every core).
+    #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Performance")]
+    jobs: usize,
+    /// Do not draw a progress bar.
+    #[arg(long, help_heading = "Performance")]
+    no_progress: bool,
+}
+
+fn run(args: Args) -> Result<()> {
+    let opts = metrics::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
+    let started = std::time::Instant::now();
+    let records = metrics::scan::run(&args.inputs, &args.out, &opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        checkpoints = records.len(),
+        seconds,
+        per_checkpoint = seconds / records.len().max(1) as f64,
+        "wrote {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    cli::exit("checkpoint-scan", run(Args::parse()))
+}
