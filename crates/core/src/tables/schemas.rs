@@ -62,3 +62,25 @@ pub const BENCH: Schema = Schema {
         col("peak_fraction", F64, "achieved fraction of the float32 peak of `threads` cores"),
     ],
 };
+
+/// The tables documented in `docs/tables.md` (the analysis and LLC tables have their own pages).
+pub const DOCUMENTED: &[&Schema] = &[&DATASET, &TRAIN_METRICS, &BENCH];
+
+#[cfg(test)]
+mod tests {
+    /// docs/tables.md holds every schema's generated column table verbatim, so a column cannot
+    /// be added without being documented. `UPDATE_DOCS=1` rewrites the tables in place.
+    #[test]
+    fn docs_list_every_column() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tables.md");
+        let text = std::fs::read_to_string(&path).expect("docs/tables.md");
+        let mut missing = Vec::new();
+        for schema in super::DOCUMENTED {
+            let table = schema.markdown();
+            if !text.contains(&table) {
+                missing.push(format!("### `{}`\n\n{table}", schema.name));
+            }
+        }
+        assert!(missing.is_empty(), "docs/tables.md is out of date; these tables should appear verbatim:\n{}", missing.join("\n"));
+    }
+}
