@@ -50,6 +50,9 @@ SCANS    := $(addsuffix /scan.parquet,$(RUN_DIRS))
 SYMS     := $(addsuffix /symmetry.parquet,$(RUN_DIRS))
 LLCS     := $(addsuffix /llc.parquet,$(RUN_DIRS))
 REPORT   := $(EXP_DIR)/report/index.html
+# The paper's released checkpoints, when present, give the report its reference points.
+RELEASED_DIR ?= ../shared/fixtures/pizza
+RELEASED := $(if $(wildcard $(RELEASED_DIR)/*.safetensors),$(EXP_DIR)/released/symmetry.parquet)
 
 # --- stages ---------------------------------------------------------------------------------
 .PHONY: all data train scan symmetry llc report
@@ -76,7 +79,10 @@ $(EXP_DIR)/runs/%/symmetry.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
 $(EXP_DIR)/runs/%/llc.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
 	$(LAUNCH) $(BIN)/llc estimate $(CONFIG) --out $@ $(@D)
 
-$(REPORT): $(METRICS) $(SCANS) $(SYMS) $(LLCS) | $(STAMP)
+$(EXP_DIR)/released/symmetry.parquet: | $(STAMP)
+	$(LAUNCH) $(BIN)/symmetry --out $@ $(sort $(wildcard $(RELEASED_DIR)/*.safetensors))
+
+$(REPORT): $(METRICS) $(SCANS) $(SYMS) $(LLCS) $(RELEASED) | $(STAMP)
 	$(BIN)/report --dir $(EXP_DIR) --out $(@D)
 
 # --- housekeeping ---------------------------------------------------------------------------
@@ -95,6 +101,7 @@ help:
 	@echo "  fuzz       a longer fuzz pass over the YAML, safetensors and parquet readers (FUZZ_ITERS=20000)"
 	@echo "  clean      delete outputs under $(DATA)/ (never the code or the build cache)"
 	@echo "Variables: P=<modulus> PIPELINE=$(PIPELINE) STEPS=<train steps> LAUNCH='<prefix, e.g. srun -N1 -c2>' DATA=$(DATA)"
+	@echo "           RELEASED_DIR=$(RELEASED_DIR) (the paper's checkpoints, drawn as reference points; empty to skip)"
 
 clean:
 	rm -rf $(DATA)

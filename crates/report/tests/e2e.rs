@@ -16,7 +16,7 @@ fn make(data: &Path, args: &[&str]) -> Output {
     let log = data.join("launch.log");
     let out = Command::new("make")
         .current_dir(repo())
-        .args(["PIPELINE=pipelines/tiny.yaml", &format!("DATA={}", data.display()), "LAUNCH=bash tests/launch-log.sh"])
+        .args(["PIPELINE=pipelines/tiny.yaml", &format!("DATA={}", data.display()), "LAUNCH=bash tests/launch-log.sh", "RELEASED_DIR="])
         .args(args)
         .env("LAUNCH_LOG", &log)
         .output()
