@@ -36,7 +36,7 @@ build: $(STAMP)
 PLAN_MK := $(DATA)/.plan/$(notdir $(basename $(PIPELINE)))-p$(or $(P),default)-s$(or $(STEPS),default).mk
 $(PLAN_MK): $(PIPELINE) | $(STAMP)
 	@mkdir -p $(@D)
-	$(BIN)/gen-data $(CONFIG) --plan > $@.tmp && mv $@.tmp $@
+	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp && mv $@.tmp $@
 
 ifeq ($(filter help clean test bench build fuzz,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
 include $(PLAN_MK)
@@ -50,6 +50,9 @@ SCANS    := $(addsuffix /scan.parquet,$(RUN_DIRS))
 SYMS     := $(addsuffix /symmetry.parquet,$(RUN_DIRS))
 LLCS     := $(addsuffix /llc.parquet,$(RUN_DIRS))
 REPORT   := $(EXP_DIR)/report/index.html
+# Config fragments (written by the plan step, rewritten only when their section changes): each
+# stage depends on the sections it reads, so editing `llc:` does not retrain.
+CFG      := $(EXP_DIR)/.config
 # The paper's released checkpoints, when present, give the report its reference points.
 RELEASED_DIR ?= ../shared/fixtures/pizza
 RELEASED := $(if $(wildcard $(RELEASED_DIR)/*.safetensors),$(EXP_DIR)/released/symmetry.parquet)
@@ -64,19 +67,22 @@ symmetry: $(SYMS)
 llc: $(LLCS)
 report: $(REPORT)
 
-$(DATASET): $(PIPELINE) | $(STAMP)
+$(CFG)/%.json: | $(STAMP)
+	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > /dev/null
+
+$(DATASET): $(CFG)/data.json | $(STAMP)
 	$(LAUNCH) $(BIN)/gen-data $(CONFIG) --out $@
 
-$(EXP_DIR)/runs/%/metrics.parquet: $(DATASET) $(PIPELINE) | $(STAMP)
+$(EXP_DIR)/runs/%/metrics.parquet: $(DATASET) $(CFG)/train-%.json | $(STAMP)
 	$(LAUNCH) $(BIN)/train $(CONFIG) --run $* --data $(DATASET) --out $(@D)
 
 $(EXP_DIR)/runs/%/scan.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
 	$(LAUNCH) $(BIN)/checkpoint-scan --out $@ $(@D)
 
-$(EXP_DIR)/runs/%/symmetry.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
-	$(LAUNCH) $(BIN)/symmetry --out $@ $(@D)
+$(EXP_DIR)/runs/%/symmetry.parquet: $(EXP_DIR)/runs/%/metrics.parquet $(CFG)/analysis.json | $(STAMP)
+	$(LAUNCH) $(BIN)/symmetry $(CONFIG) --out $@ $(@D)
 
-$(EXP_DIR)/runs/%/llc.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
+$(EXP_DIR)/runs/%/llc.parquet: $(EXP_DIR)/runs/%/metrics.parquet $(CFG)/llc.json | $(STAMP)
 	$(LAUNCH) $(BIN)/llc estimate $(CONFIG) --out $@ $(@D)
 
 $(EXP_DIR)/released/symmetry.parquet: | $(STAMP)

@@ -25,6 +25,7 @@ pub mod llc;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod rng;

@@ -19,18 +19,17 @@ struct Args {
     /// Output table, e.g. data/default-p59/dataset.parquet.
     #[arg(long, value_name = "PARQUET", required_unless_present = "plan")]
     out: Option<PathBuf>,
-    /// Print the experiment's plan as make variables (EXP, RUNS) instead of writing data;
-    /// the Makefile includes this to know its targets.
-    #[arg(long)]
-    plan: bool,
+    /// Print the experiment's plan as make variables (EXP, RUNS) instead of writing data, and
+    /// refresh the per-stage config fragments under ROOT/<exp>/.config/ (the Makefile includes
+    /// the plan to know its targets; stage targets depend on the fragments).
+    #[arg(long, value_name = "ROOT", num_args = 0..=1, default_missing_value = "data")]
+    plan: Option<PathBuf>,
 }
 
 fn run(args: Args) -> Result<()> {
     let cfg = args.config.load()?;
-    if args.plan {
-        let runs = cfg.runs()?;
-        println!("EXP := {}-p{}", cfg.name, cfg.data.p);
-        println!("RUNS := {}", runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(" "));
+    if let Some(root) = &args.plan {
+        print!("{}", pizza_core::plan::write(&cfg, root)?);
         return Ok(());
     }
     let Some(out) = args.out else { anyhow::bail!("--out is required (unless --plan)") };
