@@ -111,6 +111,98 @@ pub fn train_step(p: u64, threads: usize, steps: usize, autograd: bool) -> Resul
     })
 }
 
+/// Times SGLD on the transformer at modulus `p` (train fraction 0.8, `d_model` 128, freshly
+/// initialised weights: the cost of a step does not depend on the weights): `chains` chains of
+/// `steps` steps each on `threads` worker threads, one chain per thread at a time, minibatches of
+/// `batch` rows (`None`: full batch), no MALA checks and no burn-in. The whole run is repeated
+/// `reps` times; `ms_per_step` is the median over repetitions of wall time / (chains·steps), so
+/// `1000 / ms_per_step` is the throughput in SGLD steps per second over all chains, and `ms_min`
+/// the best repetition.
+pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, steps: usize, reps: usize) -> Result<Row> {
+    let cfg = config::load_str("", &[format!("data.p={p}")])?;
+    let mc = cfg.model_config();
+    let data = Dataset::generate(&cfg.data);
+    let params = Params::init(&mc, 0, &candle_core::Device::Cpu)?;
+    let (tokens, labels) = data.gather(&data.train);
+    let rows = std::sync::Arc::new(crate::llc::transformer::TrainingRows {
+        tokens,
+        labels,
+        n_ctx: data.n_ctx,
+        used: crate::llc::transformer::RowsUsed::TrainSplit,
+    });
+    let settings = crate::llc::SgldConfig {
+        batch_size: batch,
+        chains,
+        draws: steps,
+        burn_in: 0,
+        mala_every: 0,
+        threads,
+        ..crate::llc::SgldConfig::default()
+    };
+    let n = rows.len();
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        crate::llc::estimate(|_| crate::llc::transformer::TransformerTarget::new(&params, &mc, rows.clone()), &settings)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3 / (chains * steps) as f64);
+    }
+    let (ms, ms_min) = median_min(times);
+    let b = batch.unwrap_or(n).min(n);
+    let gflop = flops_factored(&mc, b) / 1e9;
+    Ok(Row {
+        name: if batch.is_some_and(|b| b < n) { format!("sgld_step_b{b}") } else { "sgld_step_full_batch".into() },
+        p,
+        rows: b,
+        threads,
+        ms_per_step: ms,
+        ms_min,
+        gflop_per_step: gflop,
+        gflops: gflop / (ms / 1e3),
+        peak_fraction: gflop / (ms / 1e3) / peak_gflops(threads),
+    })
+}
+
+/// Wall time of one checkpoint's `llc estimate` at modulus `p` with `settings` (e.g. the
+/// experiment's `llc:` section) on freshly initialised weights, as a row named
+/// `llc_estimate_checkpoint` whose `ms_per_step` and `ms_min` are the milliseconds of the whole
+/// estimate (median and best of `reps`), `rows` the batch size.
+pub fn llc_checkpoint(p: u64, settings: &crate::llc::SgldConfig, reps: usize) -> Result<Row> {
+    let cfg = config::load_str("", &[format!("data.p={p}")])?;
+    let mc = cfg.model_config();
+    let data = Dataset::generate(&cfg.data);
+    let params = Params::init(&mc, 0, &candle_core::Device::Cpu)?;
+    let (tokens, labels) = data.gather(&data.train);
+    let rows = std::sync::Arc::new(crate::llc::transformer::TrainingRows {
+        tokens,
+        labels,
+        n_ctx: data.n_ctx,
+        used: crate::llc::transformer::RowsUsed::TrainSplit,
+    });
+    let n = rows.len();
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        crate::llc::estimate(|_| crate::llc::transformer::TransformerTarget::new(&params, &mc, rows.clone()), settings)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let (ms, ms_min) = median_min(times);
+    let threads = match settings.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    Ok(Row {
+        name: "llc_estimate_checkpoint".into(),
+        p,
+        rows: settings.batch_size.unwrap_or(n).min(n),
+        threads,
+        ms_per_step: ms,
+        ms_min,
+        gflop_per_step: 0.0,
+        gflops: 0.0,
+        peak_fraction: 0.0,
+    })
+}
+
 /// Writes the table and prints it.
 pub fn write(rows: &[Row], path: &Path) -> Result<()> {
     let n = rows.len();

@@ -1,5 +1,8 @@
-//! `llc`: Local Learning Coefficient estimates. `validate` checks the estimator on models with a
-//! known LLC; `estimate` and `calibrate` (on the transformer's checkpoints) are not wired yet.
+//! `llc`: Local Learning Coefficient estimates. `estimate` runs SGLD on every checkpoint of run
+//! directories (one summary row per checkpoint plus the per-draw trace), `calibrate` sweeps the
+//! step size against nβ (and γ, batch size) on one checkpoint and recommends settings, and
+//! `validate` checks the estimator on models with a known LLC. The work is
+//! `pizza_core::llc::stage`; the method and the tables are documented in docs/llc.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use pizza_core::cli;
 use pizza_core::llc::analytic::{self, AnalyticModel};
-use pizza_core::llc::{LossAtWstar, NBeta, SgldConfig};
+use pizza_core::llc::stage::{self, EstimateOptions, SettingsSource};
+use pizza_core::llc::{CalibrationGrid, LossAtWstar, NBeta, RecommendCriteria, SgldConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,10 +29,11 @@ struct Args {
 enum Command {
     /// Estimate the LLC of a model whose LLC is known, and print both.
     Validate(Box<ValidateArgs>),
-    /// Estimate the LLC of transformer checkpoints (not wired yet).
-    Estimate(PipelineArgs),
-    /// Sweep ε × nβ on a transformer checkpoint and recommend settings (not wired yet).
-    Calibrate(PipelineArgs),
+    /// Estimate the LLC of transformer checkpoints: one row per checkpoint in --out, the per-draw
+    /// losses in <stem>_trace.parquet beside it. Resumes after an interruption.
+    Estimate(EstimateArgs),
+    /// Sweep ε × nβ (× γ, batch size) on one checkpoint, write the grid and print a recommendation.
+    Calibrate(CalibrateArgs),
 }
 
 /// Which analytic model `validate` uses.
@@ -164,26 +169,171 @@ impl SamplerFlags {
 }
 
 #[derive(Debug, clap::Args)]
-struct PipelineArgs {
+struct EstimateArgs {
+    /// Run directories (all their checkpoints, in step order) or checkpoint files.
+    #[arg(required = true, value_name = "CHECKPOINT_OR_RUN_DIR")]
+    inputs: Vec<PathBuf>,
+    /// Summary table (one row per checkpoint); <stem>_trace.parquet goes beside it.
+    #[arg(long, value_name = "PARQUET")]
+    out: PathBuf,
+    /// Experiment file whose `llc:` section holds the SGLD settings (defaults when absent; the
+    /// data always come from each checkpoint's own config). `--set llc.epsilon=1e-4` overrides.
     #[command(flatten)]
     config: cli::ConfigArgs,
-    /// Which run of the grid, e.g. `alpha0_seed1`.
+    /// Take the `llc:` settings of this grid run (needed only when the grid varies llc.* keys
+    /// and the checkpoints are not from the grid's runs).
     #[arg(long, value_name = "ID")]
     run: Option<String>,
-    /// Output table.
+    /// Only every N-th checkpoint of each run directory (positions 0, N, 2N, …, and the last).
+    #[arg(long, value_name = "N")]
+    every: Option<usize>,
+    /// Only the checkpoints at these steps, e.g. `--steps 0,500,1500` (run directories only).
+    #[arg(long, value_delimiter = ',', value_name = "STEP,..")]
+    steps: Option<Vec<u64>>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// `full` or a number of rows.
+fn parse_batch(s: &str) -> Result<Option<usize>, String> {
+    match s {
+        "full" => Ok(None),
+        n => n.parse::<usize>().map(Some).map_err(|_| format!("batch size must be a number or `full`, got {n:?}")),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct CalibrateArgs {
+    /// The checkpoint to calibrate on (usually a run's last).
+    #[arg(value_name = "CHECKPOINT")]
+    checkpoint: PathBuf,
+    /// Output table: one row per grid point.
     #[arg(long, value_name = "PARQUET")]
-    out: Option<PathBuf>,
-    /// Run directories or checkpoint files.
-    #[arg(value_name = "INPUT")]
-    inputs: Vec<PathBuf>,
+    out: PathBuf,
+    /// Experiment file whose `llc:` section gives every setting not swept.
+    #[command(flatten)]
+    config: cli::ConfigArgs,
+    /// Take the `llc:` settings of this grid run.
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+    /// Step sizes ε to sweep.
+    #[arg(long, value_delimiter = ',', value_name = "EPS,..", default_value = "1e-5,3e-5,1e-4,3e-4,1e-3")]
+    epsilons: Vec<f64>,
+    /// nβ values or rules (`n_over_ln_n`, `b_over_ln_b`, numbers); default: the settings' nβ.
+    #[arg(long, value_delimiter = ',', value_name = "NBETA,..")]
+    nbetas: Vec<NBeta>,
+    /// Localisation strengths γ; default: the settings' γ.
+    #[arg(long, value_delimiter = ',', value_name = "GAMMA,..")]
+    gammas: Vec<f64>,
+    /// Minibatch sizes (numbers or `full`); default: the settings' batch size.
+    #[arg(long, value_delimiter = ',', value_name = "B,..", value_parser = parse_batch)]
+    batch_sizes: Vec<Option<usize>>,
+    /// Largest relative change of the estimate from the next smaller ε that counts as flat.
+    #[arg(long, default_value_t = RecommendCriteria::default().flat_tolerance)]
+    flat_tolerance: f64,
+    /// Lowest acceptable mean MALA acceptance probability.
+    #[arg(long, default_value_t = RecommendCriteria::default().min_acceptance)]
+    min_acceptance: f64,
+    /// Compare step sizes at equal sampling time: scale burn-in and thinning by EPS/ε, so every
+    /// ε runs as long (in ε × steps) as the settings do at EPS. Recommended: a smaller ε
+    /// otherwise looks different only because its chains have not levelled off yet.
+    #[arg(long, value_name = "EPS")]
+    equal_time_at: Option<f64>,
 }
 
 fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Validate(v) => validate(&v),
-        Command::Estimate(_) => bail!("`llc estimate` is not yet wired to the transformer"),
-        Command::Calibrate(_) => bail!("`llc calibrate` is not yet wired to the transformer"),
+        Command::Estimate(a) => estimate(&a),
+        Command::Calibrate(a) => calibrate(&a),
     }
+}
+
+/// `llc estimate`: settings from the experiment file, checkpoints from the inputs.
+fn estimate(args: &EstimateArgs) -> Result<()> {
+    let cfg = args.config.load()?;
+    let settings = SettingsSource::from_config(&cfg, args.run.as_deref())?;
+    let paths = stage::select_checkpoints(&args.inputs, args.every, args.steps.as_deref())?;
+    if let SettingsSource::Fixed(s) = &settings {
+        tracing::info!(checkpoints = paths.len(), out = %args.out.display(), "llc estimate with {}", stage::settings_json(s)?);
+    }
+    let started = std::time::Instant::now();
+    let opts = EstimateOptions { progress: !args.no_progress, stop_after: None };
+    let outcome = stage::estimate_stage(&paths, &args.out, &settings, &opts)?;
+    if !outcome.complete {
+        bail!(
+            "interrupted after {} of {} checkpoints; they are kept, and running the same command again resumes",
+            outcome.done.len(),
+            outcome.total
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        checkpoints = outcome.total,
+        computed = outcome.computed,
+        reused = outcome.reused,
+        seconds,
+        per_checkpoint = seconds / outcome.computed.max(1) as f64,
+        "wrote {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `llc calibrate`: the grid on one checkpoint, the table, and the recommendation.
+fn calibrate(args: &CalibrateArgs) -> Result<()> {
+    let cfg = args.config.load()?;
+    let base = match args.run.as_deref() {
+        Some(id) => stage::parse_settings(&cfg.run(Some(id))?.config.llc)?,
+        None => stage::parse_settings(&cfg.llc)?,
+    };
+    let grid = CalibrationGrid { epsilons: args.epsilons.clone(), nbetas: args.nbetas.clone(), gammas: args.gammas.clone() };
+    let criteria = RecommendCriteria { flat_tolerance: args.flat_tolerance, min_acceptance: args.min_acceptance, ..RecommendCriteria::default() };
+    let opts = stage::CalibrateOptions { batch_sizes: args.batch_sizes.clone(), equal_time_at: args.equal_time_at, criteria };
+    let out = stage::calibrate_stage(&args.checkpoint, &args.out, &base, &grid, &opts)?;
+    println!(
+        "{:>6} {:>6} {:>10} {:>9} {:>6} {:>5} {:>10} {:>8} {:>7} {:>7} {:>6}  flags",
+        "gamma", "batch", "nbeta", "epsilon", "burnin", "thin", "llc", "std", "R-hat", "ESS", "MALA"
+    );
+    for c in &out.cells {
+        let e = &c.estimate;
+        println!(
+            "{:>6} {:>6} {:>10.2} {:>9.1e} {:>6} {:>5} {:>10.3} {:>8.3} {:>7.3} {:>7.0} {:>6} {}{}",
+            c.settings.gamma,
+            e.batch_size,
+            e.nbeta,
+            c.settings.epsilon,
+            c.settings.burn_in,
+            c.settings.steps_between_draws,
+            e.llc_mean,
+            e.llc_std,
+            e.r_hat,
+            e.ess_bulk,
+            e.mala_acceptance.map_or("n/a".into(), |a| format!("{a:.3}")),
+            if e.flags.any() { e.flag_summary() } else { "-".into() },
+            if c.recommended { "   <= recommended" } else { "" }
+        );
+    }
+    for s in &out.recommendations {
+        let (gamma, batch) = (s.gamma, s.batch_size);
+        match s.recommendation {
+            Some(r) => println!(
+                "recommendation (gamma {gamma}, batch {batch}): epsilon = {:e}, nbeta = {} (LLC {:.3}, {:.1} % from the next smaller epsilon)",
+                r.epsilon,
+                r.nbeta,
+                r.llc_mean,
+                100.0 * r.relative_change
+            ),
+            None => println!(
+                "recommendation (gamma {gamma}, batch {batch}): none — no two neighbouring step sizes are both healthy and within {:.0} % of each other; widen or refine the grid{}",
+                100.0 * opts.criteria.flat_tolerance,
+                if opts.equal_time_at.is_none() { ", or compare at equal sampling time (--equal-time-at)" } else { "" }
+            ),
+        }
+    }
+    tracing::info!("wrote {}", args.out.display());
+    Ok(())
 }
 
 /// Runs `validate` on the chosen model(s), prints estimate against truth, writes the table.
@@ -246,6 +396,13 @@ fn models(args: &ValidateArgs) -> Result<Vec<AnalyticModel>> {
 }
 
 fn main() -> ExitCode {
+    // SGLD runs one chain per core; candle's own pool for element-wise ops on large tensors
+    // (≥ 64k elements: the SGLD update of W_in and W_out) would only fight the chains for the
+    // cores (it made the update 2–7× slower with two chains on two cores). It must be set before
+    // candle first uses the pool; it changes no number (element-wise results do not depend on it).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     cli::init_logging();
     cli::exit("llc", run(Args::parse()))
 }

@@ -10,9 +10,14 @@ calibration, and validation on models whose LLC is known.
 - [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
 - [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
   [`analytic::validate`].
+- [`transformer`]: the paper's transformer as an [`crate::sampler::SgldTarget`] (a checkpoint's
+  weights and training rows, gradients by the fast path).
+- [`stage`]: the `llc estimate` and `llc calibrate` stages: checkpoints in, tables out
+  (`tables::llc`), resumable at checkpoint granularity. Documented in `docs/llc.md`.
 
-Architecture invariant: nothing here knows about the transformer; a model enters only through
-[`crate::sampler::SgldTarget`] and a factory closure `Fn(chain) -> anyhow::Result<T>`.
+Architecture invariant: the estimator (`estimate`, `calibrate`, `diagnostics`) knows nothing about
+the transformer; a model enters only through [`crate::sampler::SgldTarget`] and a factory closure
+`Fn(chain) -> anyhow::Result<T>`. Only [`transformer`] and [`stage`] know about checkpoints.
 */
 
 pub mod analytic;
@@ -20,8 +25,10 @@ mod calibrate;
 pub mod config;
 pub mod diagnostics;
 mod estimate;
+pub mod stage;
 #[cfg(test)]
 mod tests;
+pub mod transformer;
 
 pub use calibrate::{
     calibrate, Calibration, CalibrationGrid, CalibrationPoint, RecommendCriteria, Recommendation,

@@ -1,0 +1,414 @@
+//! The transformer target and the LLC stages: the adapter against the PyTorch goldens and against
+//! candle's autograd, thread-count independence, the tables' schemas and row counts on a tiny
+//! trained model, resume after an interruption (byte-identical to an uninterrupted run), refusal
+//! of a checkpoint holding a NaN, and diverging chains.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::*;
+use crate::ckpt;
+use crate::config::DataConfig;
+use crate::data::Dataset;
+use crate::llc::transformer::{GradMode, RowsUsed, TrainingRows, TransformerTarget};
+use crate::llc::{estimate, NBeta, SgldConfig};
+use crate::model::{ModelConfig, Params};
+use crate::sampler::SgldTarget;
+use crate::tables::llc as schema;
+use crate::testing::{fixture, rel_err};
+use crate::train::{self, RunDir};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("llc-stage-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny run (p = 11, d_model = 16, 30 steps, checkpoints at 0, 10, 20, 30) trained into `dir`.
+fn tiny_run(dir: &Path, alpha: f64) -> PathBuf {
+    let yaml = "data: {p: 11, train_frac: 0.8}\nmodel: {d_model: 16, n_heads: 4}\ntrain: {steps: 30, checkpoints: {log_points: 0, segments: [{every: 10}]}}\n";
+    let cfg = crate::config::load_str(yaml, &[format!("model.alpha={alpha}")]).unwrap();
+    let data = Dataset::generate(&cfg.data);
+    let run = dir.join(format!("alpha{alpha}"));
+    train::run(&cfg, &format!("alpha{alpha}"), &data, &RunDir::new(&run)).unwrap();
+    run
+}
+
+fn tiny_settings() -> SgldConfig {
+    SgldConfig {
+        epsilon: 1e-3,
+        gamma: 100.0,
+        batch_size: Some(32),
+        chains: 2,
+        draws: 12,
+        burn_in: 4,
+        mala_every: 3,
+        threads: 2,
+        ..SgldConfig::default()
+    }
+}
+
+fn quiet() -> EstimateOptions {
+    EstimateOptions { progress: false, stop_after: None }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target
+
+/// The golden model (p = 11, d_model = 16) at its initial weights, with its training rows.
+fn golden(alpha: &str) -> (ModelConfig, Params, Arc<TrainingRows>, f64, std::collections::BTreeMap<String, candle_core::Tensor>) {
+    let path = fixture(&format!("golden/golden_p11_d16_alpha{alpha}.safetensors"));
+    let (tensors, meta) = ckpt::read_safetensors(&path).unwrap();
+    let cfg = ModelConfig::from_paper_json(&meta["config"]).unwrap();
+    let group = |prefix: &str| -> std::collections::BTreeMap<String, candle_core::Tensor> {
+        tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+    };
+    let params = Params::from_tensors(&cfg, group("init."), "golden").unwrap();
+    let data = Dataset::generate(&DataConfig { p: 11, train_frac: 1.0, ..DataConfig::default() });
+    let train: Vec<u32> = tensors["train_idx"].to_vec1::<i64>().unwrap().into_iter().map(|i| i as u32).collect();
+    let (tokens, labels) = data.gather(&train);
+    let rows = Arc::new(TrainingRows { tokens, labels, n_ctx: data.n_ctx, used: RowsUsed::TrainSplit });
+    let loss0: f64 = meta["loss0"].parse().unwrap();
+    (cfg, params, rows, loss0, group("grad."))
+}
+
+/// Both gradient modes of the target reproduce the PyTorch golden loss and gradients on the
+/// training rows: an independent check of the adapter (row gathering, gradient keying).
+#[test]
+fn target_matches_the_pytorch_goldens_in_both_modes() {
+    for alpha in ["0.0", "1.0"] {
+        let (cfg, params, rows, loss0, want) = golden(alpha);
+        let all: Vec<u32> = (0..rows.len() as u32).collect();
+        for mode in [GradMode::Fast, GradMode::Autograd] {
+            let t = TransformerTarget::with_mode(&params, &cfg, rows.clone(), mode).unwrap();
+            let (loss, grads) = t.loss_and_grads(&all).unwrap();
+            assert!(((loss - loss0) / loss0).abs() < 1e-6, "α {alpha} {mode:?}: loss {loss} vs {loss0}");
+            assert!(((t.loss_value(&all).unwrap() - loss0) / loss0).abs() < 1e-6);
+            for (name, var) in t.weights().iter() {
+                let g = grads.get(var.as_tensor()).cloned().unwrap_or_else(|| var.as_tensor().zeros_like().unwrap());
+                let w = &want[name];
+                let scale = w.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                if scale == 0.0 {
+                    assert_eq!(g.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "{name}");
+                } else {
+                    let e = rel_err(&g, w);
+                    assert!(e < 1e-4, "α {alpha} {mode:?}: grad {name} rel err {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The fast target and the autograd target run the same chain: same minibatches, same noise,
+/// and losses equal up to float32 rounding over a few dozen steps (MALA checks included).
+#[test]
+fn fast_and_autograd_targets_give_the_same_chain() {
+    let (cfg, params, rows, _, _) = golden("1.0");
+    let settings = SgldConfig { threads: 1, draws: 25, ..tiny_settings() };
+    let run = |mode| {
+        estimate(|_| TransformerTarget::with_mode(&params, &cfg, rows.clone(), mode), &settings).unwrap()
+    };
+    let fast = run(GradMode::Fast);
+    let auto = run(GradMode::Autograd);
+    assert!(((fast.loss_at_wstar - auto.loss_at_wstar) / auto.loss_at_wstar).abs() < 1e-6);
+    for (a, b) in fast.chains.iter().zip(&auto.chains) {
+        assert_eq!(a.draw_losses.len(), 25);
+        assert_eq!(a.draw_losses.len(), b.draw_losses.len());
+        for (x, y) in a.draw_losses.iter().zip(&b.draw_losses) {
+            assert!(((x - y) / y).abs() < 1e-4, "chain {}: {x} vs {y}", a.chain);
+        }
+        let (ma, mb) = (a.mala_acceptance.unwrap(), b.mala_acceptance.unwrap());
+        assert!((ma - mb).abs() < 1e-3, "MALA {ma} vs {mb}");
+    }
+    assert!((fast.llc_mean - auto.llc_mean).abs() < 1e-3 * auto.llc_mean.abs().max(1.0), "{} vs {}", fast.llc_mean, auto.llc_mean);
+}
+
+/// A chain's numbers do not depend on how many threads run the chains.
+#[test]
+fn transformer_chains_do_not_depend_on_thread_count() {
+    let (cfg, params, rows, _, _) = golden("0.0");
+    let settings = SgldConfig { chains: 3, ..tiny_settings() };
+    let run = |threads| {
+        let mut e = estimate(|_| TransformerTarget::new(&params, &cfg, rows.clone()), &SgldConfig { threads, ..settings.clone() }).unwrap();
+        e.config.threads = 0;
+        e
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+    assert_eq!(one.trace_rows().count(), 3 * 12);
+}
+
+/// A released checkpoint carries no split: every pair is used, and the table says so.
+#[test]
+fn foreign_checkpoints_use_all_pairs() {
+    let path = fixture("pizza/f5dh675z97.safetensors");
+    let c = ckpt::load(&path).unwrap();
+    assert!(c.run.is_none());
+    let rows = TrainingRows::of(&c).unwrap();
+    assert_eq!(rows.used, RowsUsed::AllPairs);
+    assert_eq!(rows.len(), c.model.p * c.model.p);
+    let dir = temp_dir("foreign");
+    let out = dir.join("llc.parquet");
+    let s = SgldConfig { chains: 1, draws: 3, burn_in: 0, batch_size: Some(16), mala_every: 0, epsilon: 1e-6, ..SgldConfig::default() };
+    estimate_stage(&[path.clone()], &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
+    let rows_back = read_summary(&out).unwrap();
+    assert_eq!(rows_back.len(), 1);
+    assert_eq!(rows_back[0].rows_used, "all_pairs");
+    assert_eq!(rows_back[0].n_train as usize, c.model.p * c.model.p);
+    assert_eq!(rows_back[0].key.ident.seed, -1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+#[test]
+fn llc_section_parses_with_overrides_and_hints() {
+    let cfg = crate::config::load_str("llc:\n  epsilon: 1.0e-3\n  batch_size: 512\n", &["llc.epsilon=2e-4".into(), "llc.nbeta=b_over_ln_b".into()]).unwrap();
+    let s = parse_settings(&cfg.llc).unwrap();
+    assert_eq!(s.epsilon, 2e-4);
+    assert_eq!(s.batch_size, Some(512));
+    assert_eq!(s.nbeta, NBeta::Rule(crate::llc::NBetaRule::BOverLnB));
+    assert_eq!(s.chains, SgldConfig::default().chains);
+    assert_eq!(parse_settings(&crate::config::load_str("", &[]).unwrap().llc).unwrap(), SgldConfig::default());
+    let bad = crate::config::load_str("llc:\n  epsilom: 1.0e-3\n", &[]).unwrap();
+    let e = format!("{:#}", parse_settings(&bad.llc).unwrap_err());
+    assert!(e.contains("epsilom") && e.contains("did you mean `epsilon`"), "{e}");
+    let bad = crate::config::load_str("llc:\n  chains: 0\n", &[]).unwrap();
+    assert!(format!("{:#}", parse_settings(&bad.llc).unwrap_err()).contains("chains"));
+    // The hash ignores the thread count and nothing else.
+    let base = SgldConfig::default();
+    assert_eq!(settings_hash(&base).unwrap(), settings_hash(&SgldConfig { threads: 7, ..base.clone() }).unwrap());
+    assert_ne!(settings_hash(&base).unwrap(), settings_hash(&SgldConfig { epsilon: 2e-4, ..base }).unwrap());
+}
+
+/// The shipped experiment files' `llc:` sections parse and validate.
+#[test]
+fn shipped_pipelines_have_valid_llc_sections() {
+    for name in ["default", "tiny", "phase"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../pipelines/{name}.yaml"));
+        let cfg = crate::config::load(&path, &[]).unwrap();
+        let source = SettingsSource::from_config(&cfg, None).unwrap();
+        let SettingsSource::Fixed(s) = source else { panic!("{name}: per-run settings") };
+        assert!(s.gamma > 0.0 && s.chains >= 2, "{name}: {s:?}");
+    }
+}
+
+#[test]
+fn grid_runs_with_their_own_llc_settings() {
+    let cfg = crate::config::load_str("grid:\n  llc.gamma: [1, 100]\n", &[]).unwrap();
+    let SettingsSource::PerRun(by_run) = SettingsSource::from_config(&cfg, None).unwrap() else { panic!("per run") };
+    assert_eq!(by_run["gamma1"].gamma, 1.0);
+    assert_eq!(by_run["gamma100"].gamma, 100.0);
+    let SettingsSource::Fixed(s) = SettingsSource::from_config(&cfg, Some("gamma1")).unwrap() else { panic!("fixed") };
+    assert_eq!(s.gamma, 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The estimate stage
+
+#[test]
+fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
+    let dir = temp_dir("tables");
+    let run = tiny_run(&dir, 1.0);
+    let out = dir.join("llc.parquet");
+    let paths = select_checkpoints(&[run.clone()], None, None).unwrap();
+    assert_eq!(paths.len(), 4);
+    let outcome = estimate_stage(&paths, &out, &SettingsSource::Fixed(tiny_settings()), &quiet()).unwrap();
+    assert!(outcome.complete && outcome.computed == 4 && outcome.reused == 0);
+    let df = tables::read_parquet(&out, &schema::LLC_SUMMARY).unwrap();
+    assert_eq!(df.height(), 4);
+    assert_eq!(df.width(), schema::LLC_SUMMARY.columns.len());
+    let steps = tables::col_i64(&df, "step", &out).unwrap();
+    assert_eq!(steps, vec![0, 10, 20, 30]);
+    assert_eq!(tables::col_str(&df, "run", &out).unwrap(), vec!["alpha1"; 4]);
+    assert_eq!(tables::col_str(&df, "rows_used", &out).unwrap(), vec!["train_split"; 4]);
+    assert_eq!(tables::col_i64(&df, "n_train", &out).unwrap(), vec![97; 4]);
+    assert_eq!(tables::col_i64(&df, "batch_size", &out).unwrap(), vec![32; 4]);
+    assert_eq!(tables::col_f64(&df, "epsilon", &out).unwrap(), vec![1e-3; 4]);
+    assert_eq!(tables::col_str(&df, "nbeta_setting", &out).unwrap(), vec!["n_over_ln_n"; 4]);
+    let nbeta = tables::col_f64(&df, "nbeta", &out).unwrap();
+    assert!((nbeta[0] - 97.0 / 97f64.ln()).abs() < 1e-9);
+    for r in read_summary(&out).unwrap() {
+        let any = r.n_diverged + r.n_negative + r.n_not_converged > 0 || r.negative_mean || r.flag_r_hat || r.flag_mala || r.flag_spikes;
+        assert_eq!(r.flags.is_empty(), !any, "{}", r.line());
+    }
+    let trace_path = dir.join("llc_trace.parquet");
+    let trace = tables::read_parquet(&trace_path, &schema::LLC_TRACE).unwrap();
+    assert_eq!(trace.height(), 4 * 2 * 12);
+    assert!(tables::col_f64(&trace, "loss", &trace_path).unwrap().iter().all(|l| l.is_finite()));
+    // The report's reader accepts it.
+    assert!(read_summary(&out).unwrap().iter().all(|r| r.chains_used == 2));
+    assert!(!EstimatePaths::new(&out).partial_summary.exists());
+    // --every and --steps.
+    let every = select_checkpoints(&[run.clone()], Some(3), None).unwrap();
+    let names: Vec<String> = every.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["step_0000000.safetensors", "step_0000030.safetensors"]);
+    assert_eq!(select_checkpoints(&[run.clone()], None, Some(&[10, 20])).unwrap().len(), 2);
+    assert!(select_checkpoints(&[run], None, Some(&[7])).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Interrupted after one checkpoint, a rerun computes only the others, and the final tables are
+/// byte-identical to those of an uninterrupted run. Changed settings are not reused.
+#[test]
+fn an_interrupted_estimate_resumes_and_matches_an_uninterrupted_one() {
+    let dir = temp_dir("resume");
+    let run = tiny_run(&dir, 0.0);
+    let paths = select_checkpoints(&[run], None, None).unwrap();
+    let settings = SettingsSource::Fixed(tiny_settings());
+
+    let whole = dir.join("whole/llc.parquet");
+    estimate_stage(&paths, &whole, &settings, &quiet()).unwrap();
+
+    let part = dir.join("part/llc.parquet");
+    let files = EstimatePaths::new(&part);
+    let first = estimate_stage(&paths, &part, &settings, &EstimateOptions { progress: false, stop_after: Some(1) }).unwrap();
+    assert!(!first.complete && first.computed == 1 && first.done.len() == 1);
+    assert!(!part.exists() && !files.trace.exists(), "final tables must appear only at the end");
+    assert!(files.partial_summary.exists() && files.partial_trace.exists());
+    let second = estimate_stage(&paths, &part, &settings, &quiet()).unwrap();
+    assert!(second.complete);
+    assert_eq!((second.reused, second.computed), (1, 3));
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&part).unwrap(), "summary bytes differ");
+    assert_eq!(
+        std::fs::read(EstimatePaths::new(&whole).trace).unwrap(),
+        std::fs::read(&files.trace).unwrap(),
+        "trace bytes differ"
+    );
+    assert!(!files.partial_summary.exists() && !files.partial_trace.exists());
+
+    // Interrupted again, then rerun with other settings: nothing is reused.
+    estimate_stage(&paths, &part, &settings, &EstimateOptions { progress: false, stop_after: Some(2) }).unwrap();
+    let other = SettingsSource::Fixed(SgldConfig { epsilon: 5e-4, ..tiny_settings() });
+    let third = estimate_stage(&paths, &part, &other, &quiet()).unwrap();
+    assert_eq!((third.reused, third.computed), (0, 4));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A NaN in a checkpoint's weights is refused with the file and the tensor named, and nothing is
+/// written.
+#[test]
+fn a_checkpoint_holding_a_nan_is_refused_naming_file_and_tensor() {
+    let dir = temp_dir("nan");
+    let run = tiny_run(&dir, 1.0);
+    let good = ckpt::list_run(&run).unwrap().pop().unwrap().1;
+    let (mut tensors, meta) = ckpt::read_safetensors(&good).unwrap();
+    let w = &tensors["blocks.0.mlp.W_in"];
+    let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[5] = f32::NAN;
+    let bad_t = candle_core::Tensor::from_vec(v, w.shape(), w.device()).unwrap();
+    tensors.insert("blocks.0.mlp.W_in".into(), bad_t);
+    let bad = dir.join("bad.safetensors");
+    ckpt::write_safetensors(&bad, &tensors, &meta).unwrap();
+    let out = dir.join("out/llc.parquet");
+    let err = estimate_stage(&[good, bad.clone()], &out, &SettingsSource::Fixed(tiny_settings()), &quiet()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&bad.display().to_string()) && msg.contains("blocks.0.mlp.W_in") && msg.contains("non-finite"), "{msg}");
+    assert!(!out.exists() && !EstimatePaths::new(&out).trace.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A step size far too large makes every chain diverge: the row is flagged, the trace holds only
+/// the finite losses recorded before divergence, and the undefined statistics say so.
+#[test]
+fn diverging_chains_are_flagged_and_leave_no_nan_in_the_trace() {
+    let dir = temp_dir("diverge");
+    let run = tiny_run(&dir, 1.0);
+    let last = ckpt::list_run(&run).unwrap().pop().unwrap().1;
+    let out = dir.join("llc.parquet");
+    let s = SgldConfig { epsilon: 50.0, burn_in: 0, ..tiny_settings() };
+    let outcome = estimate_stage(&[last], &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
+    let row = &outcome.done[0].summary;
+    assert_eq!(row.n_diverged, 2, "{}", row.line());
+    assert_eq!(row.chains_used, 0);
+    assert!(row.flagged() && row.flags.contains("2/2 chains diverged"), "{}", row.flags);
+    assert!(row.llc_mean.is_nan() && row.negative_mean, "no chain survived, so there is no estimate");
+    let trace_path = dir.join("llc_trace.parquet");
+    let trace = tables::read_parquet(&trace_path, &schema::LLC_TRACE).unwrap();
+    assert!(trace.height() < 2 * 12);
+    assert!(tables::col_f64(&trace, "loss", &trace_path).unwrap().iter().all(|l| l.is_finite()));
+    let back = read_summary(&out).unwrap();
+    assert!(back[0].loss_at_wstar.is_finite() && back[0].divergence_loss.is_finite());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Disagreeing chains (R-hat) and a too-large step (MALA acceptance) are flagged in words and in
+/// their own columns, even when the estimator itself raised no flag.
+#[test]
+fn high_r_hat_and_low_mala_acceptance_are_flagged() {
+    let (cfg, params, rows, _, _) = golden("1.0");
+    let mut est = estimate(|_| TransformerTarget::new(&params, &cfg, rows.clone()), &tiny_settings()).unwrap();
+    est.flags = Default::default();
+    est.r_hat = 1.0;
+    est.mala_acceptance = Some(0.95);
+    assert_eq!(flag_text(&est), "");
+    est.r_hat = 1.5;
+    est.mala_acceptance = Some(0.3);
+    let text = flag_text(&est);
+    assert!(text.contains("R-hat 1.500 > 1.1") && text.contains("MALA acceptance 0.300 < 0.8"), "{text}");
+    let key = RowKey { ident: crate::metrics::RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
+    let row = SummaryRow::of(key, "train_split", &est, String::new(), String::new());
+    assert!(row.flag_r_hat && row.flag_mala && row.flagged());
+    assert!(!row.flag_spikes);
+    // A chain thrown far up and back is flagged as spiking (R-hat, rank-based, would not see it).
+    est.r_hat = 1.0;
+    est.mala_acceptance = Some(0.95);
+    assert!(spiking_chains(&est).0.is_empty());
+    let lw = est.loss_at_wstar;
+    let nb = est.nbeta;
+    est.chains[1].draw_losses[5] = lw + 1e4 / nb;
+    let (spiking, worst, _) = spiking_chains(&est);
+    assert_eq!(spiking, vec![1]);
+    assert!((worst - 1e4).abs() < 1e-6 * 1e4, "{worst}");
+    assert!(flag_text(&est).contains("1/2 chains spiked (chains 1;"), "{}", flag_text(&est));
+    assert!(!healthy(&est, &RecommendCriteria::default()));
+    est.chains[1].draw_losses[5] = est.chains[1].draw_losses[4];
+    assert!(healthy(&est, &RecommendCriteria::default()));
+    // Healthy for a recommendation needs R-hat too.
+    est.r_hat = 1.5;
+    assert!(!healthy(&est, &RecommendCriteria::default()));
+    est.r_hat = 1.02;
+    assert!(healthy(&est, &RecommendCriteria::default()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The calibration stage
+
+#[test]
+fn calibration_writes_the_grid_and_marks_the_recommendation() {
+    let dir = temp_dir("calibrate");
+    let run = tiny_run(&dir, 0.0);
+    let last = ckpt::list_run(&run).unwrap().pop().unwrap().1;
+    let out = dir.join("cal.parquet");
+    let base = SgldConfig { draws: 40, burn_in: 20, ..tiny_settings() };
+    let grid = CalibrationGrid { epsilons: vec![1e-4, 3e-4, 1e-3], nbetas: vec![], gammas: vec![] };
+    let criteria = RecommendCriteria { min_acceptance: 0.0, flat_tolerance: 10.0, ..RecommendCriteria::default() };
+    let opts = CalibrateOptions { batch_sizes: vec![Some(32), None], equal_time_at: Some(1e-3), criteria };
+    let res = calibrate_stage(&last, &out, &base, &grid, &opts).unwrap();
+    assert_eq!(res.cells.len(), 6);
+    let df = tables::read_parquet(&out, &schema::LLC_CALIBRATION).unwrap();
+    assert_eq!(df.height(), 6);
+    assert_eq!(tables::col_i64(&df, "batch_size", &out).unwrap(), vec![32, 32, 32, 97, 97, 97]);
+    let rel = tables::col_f64(&df, "relative_change", &out).unwrap();
+    assert!(rel[0].is_nan() && rel[3].is_nan() && rel[1].is_finite());
+    // Equal sampling time: ε = 1e-4 runs 10× the burn-in and thinning of ε = 1e-3.
+    assert_eq!(tables::col_i64(&df, "burn_in", &out).unwrap()[..3], [200, 67, 20]);
+    assert_eq!(tables::col_i64(&df, "steps_between_draws", &out).unwrap()[..3], [10, 3, 1]);
+    assert_eq!(res.recommendations.len(), 2);
+    let marked = tables::col_bool(&df, "recommended", &out).unwrap().iter().filter(|b| **b).count();
+    assert_eq!(marked, res.recommendations.iter().filter(|r| r.recommendation.is_some()).count());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// docs/llc.md documents every column of the LLC tables (it holds `Schema::markdown()` of each).
+#[test]
+fn docs_list_every_llc_column() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/llc.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for s in schema::ALL {
+        assert!(doc.contains(&s.markdown()), "docs/llc.md does not hold the current column table of `{}`:\n{}", s.name, s.markdown());
+    }
+}
