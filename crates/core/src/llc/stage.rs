@@ -199,7 +199,7 @@ pub fn spiking_chains(e: &LlcEstimate) -> (Vec<usize>, f64, f64) {
     let med = median(&mut all);
     let mut dev: Vec<f64> = all.iter().map(|x| (x - med).abs()).collect();
     let mad = 1.4826 * median(&mut dev);
-    if !(mad > 0.0) {
+    if mad.is_nan() || mad <= 0.0 {
         return (Vec::new(), f64::NAN, med);
     }
     let mut worst = f64::NEG_INFINITY;
@@ -232,10 +232,10 @@ pub fn flag_text(e: &LlcEstimate) -> String {
         parts.push(e.flag_summary());
     }
     if r_hat_flagged(e) {
-        parts.push(format!("R-hat {:.3} > {R_HAT_MAX} (chains disagree: more burn-in or larger γ)", e.r_hat));
+        parts.push(format!("R-hat {:.4} > {R_HAT_MAX} (chains disagree: more burn-in or larger γ)", e.r_hat));
     }
     if mala_flagged(e) {
-        parts.push(format!("MALA acceptance {:.3} < {MALA_MIN} (ε too large)", e.mala_acceptance.unwrap_or(f64::NAN)));
+        parts.push(format!("MALA acceptance {:.4} < {MALA_MIN} (ε too large)", e.mala_acceptance.unwrap_or(f64::NAN)));
     }
     let (spiking, worst, med) = spiking_chains(e);
     if !spiking.is_empty() {
@@ -881,7 +881,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
                     }
                     let base_b = SgldConfig { batch_size: batch, gamma, nbeta, ..base.clone() };
                     let s = cell_settings(&base_b, epsilon, opts.equal_time_at);
-                    let est = estimate(&factory, &s).with_context(|| format!("calibrating {}", path.display()))?;
+                    let est = estimate(factory, &s).with_context(|| format!("calibrating {}", path.display()))?;
                     tracing::info!(epsilon, %nbeta, gamma, batch = est.batch_size, burn_in = s.burn_in, thin = s.steps_between_draws, "{}", est.summary());
                     points.push(CalibrationPoint { epsilon, nbeta, gamma, estimate: est });
                     settings.push(s);

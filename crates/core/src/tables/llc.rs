@@ -52,7 +52,7 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("loss_at_wstar_mode", Str, "`full_training_set` (mean loss over all n rows at w*) or `first_batches` (devinterp 1.3)"),
         col("loss_at_wstar_batches", I64, "minibatches averaged for `first_batches` (0: one per chain)"),
         col("mala_every", I64, "MALA acceptance measured every k-th step after burn-in (0: never)"),
-        col("divergence_factor", F64, "a chain diverges when its loss exceeds L(w*) + factor·(|L(w*)| + d/(2nβ))"),
+        col("divergence_factor", F64, "a chain diverges when its loss exceeds L(w*) + factor·(abs(L(w*)) + d/(2nβ))"),
         col("divergence_loss", F64, "that threshold, resolved"),
         col("rmsprop", Bool, "RMSProp-preconditioned SGLD (pSGLD)"),
         col("rmsprop_alpha", F64, "RMSProp decay (when rmsprop)"),
@@ -98,7 +98,7 @@ pub const LLC_CALIBRATION: Schema = Schema {
         col("n_not_converged", I64, "chains still rising at the end"),
         col("flags", Str, "the flags in words (as in llc.parquet: R-hat, MALA and spikes included); empty when healthy"),
         col("healthy", Bool, "no flag of the estimator, a finite estimate, R-hat ≤ 1.1, no spiking chain and MALA acceptance within the recommendation's bounds"),
-        col("relative_change", F64, "|Δ llc_mean| / llc_mean from the next smaller ε of the same γ, batch and nβ (NaN for the smallest)"),
+        col("relative_change", F64, "relative change of llc_mean, in absolute value, from the next smaller ε of the same γ, batch and nβ (NaN for the smallest)"),
         col("recommended", Bool, "the point `llc calibrate` recommends (largest ε in the flat, healthy region)"),
     ],
 };

@@ -140,6 +140,29 @@ fn transformer_chains_do_not_depend_on_thread_count() {
     assert_eq!(one.trace_rows().count(), 3 * 12);
 }
 
+/// On a released p = 59 checkpoint over all 3,481 pairs (14 chunks of the fast path) and over a
+/// 512-row minibatch, the fast target's loss and gradients equal candle's autograd: the MALA
+/// check and the chain rely on the gradient being the loss's.
+#[test]
+fn fast_gradients_equal_autograd_on_a_released_checkpoint() {
+    let c = ckpt::load(&fixture("pizza/2k4ohj6bhd.safetensors")).unwrap();
+    let rows = Arc::new(TrainingRows::of(&c).unwrap());
+    let fast = TransformerTarget::with_mode(&c.params, &c.model, rows.clone(), GradMode::Fast).unwrap();
+    let auto = TransformerTarget::with_mode(&c.params, &c.model, rows.clone(), GradMode::Autograd).unwrap();
+    let all: Vec<u32> = (0..rows.len() as u32).collect();
+    let batch: Vec<u32> = (0..512).map(|i| (i * 7 % rows.len()) as u32).collect();
+    for sel in [&all, &batch] {
+        let (lf, gf) = fast.loss_and_grads(sel).unwrap();
+        let (la, ga) = auto.loss_and_grads(sel).unwrap();
+        assert!(((lf - la) / la).abs() < 1e-4, "loss {lf} vs {la}");
+        for ((name, vf), (_, va)) in fast.weights().iter().zip(auto.weights().iter()) {
+            let (a, b) = (gf.get(vf.as_tensor()).unwrap(), ga.get(va.as_tensor()).unwrap());
+            let e = rel_err(a, b);
+            assert!(e < 1e-3, "{} rows, {name}: gradient rel err {e}", sel.len());
+        }
+    }
+}
+
 /// A released checkpoint carries no split: every pair is used, and the table says so.
 #[test]
 fn foreign_checkpoints_use_all_pairs() {
@@ -152,7 +175,7 @@ fn foreign_checkpoints_use_all_pairs() {
     let dir = temp_dir("foreign");
     let out = dir.join("llc.parquet");
     let s = SgldConfig { chains: 1, draws: 3, burn_in: 0, batch_size: Some(16), mala_every: 0, epsilon: 1e-6, ..SgldConfig::default() };
-    estimate_stage(&[path.clone()], &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
+    estimate_stage(std::slice::from_ref(&path), &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
     let rows_back = read_summary(&out).unwrap();
     assert_eq!(rows_back.len(), 1);
     assert_eq!(rows_back[0].rows_used, "all_pairs");
@@ -214,7 +237,7 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
     let dir = temp_dir("tables");
     let run = tiny_run(&dir, 1.0);
     let out = dir.join("llc.parquet");
-    let paths = select_checkpoints(&[run.clone()], None, None).unwrap();
+    let paths = select_checkpoints(std::slice::from_ref(&run), None, None).unwrap();
     assert_eq!(paths.len(), 4);
     let outcome = estimate_stage(&paths, &out, &SettingsSource::Fixed(tiny_settings()), &quiet()).unwrap();
     assert!(outcome.complete && outcome.computed == 4 && outcome.reused == 0);
@@ -243,10 +266,10 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
     assert!(read_summary(&out).unwrap().iter().all(|r| r.chains_used == 2));
     assert!(!EstimatePaths::new(&out).partial_summary.exists());
     // --every and --steps.
-    let every = select_checkpoints(&[run.clone()], Some(3), None).unwrap();
+    let every = select_checkpoints(std::slice::from_ref(&run), Some(3), None).unwrap();
     let names: Vec<String> = every.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["step_0000000.safetensors", "step_0000030.safetensors"]);
-    assert_eq!(select_checkpoints(&[run.clone()], None, Some(&[10, 20])).unwrap().len(), 2);
+    assert_eq!(select_checkpoints(std::slice::from_ref(&run), None, Some(&[10, 20])).unwrap().len(), 2);
     assert!(select_checkpoints(&[run], None, Some(&[7])).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -348,7 +371,7 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     est.r_hat = 1.5;
     est.mala_acceptance = Some(0.3);
     let text = flag_text(&est);
-    assert!(text.contains("R-hat 1.500 > 1.1") && text.contains("MALA acceptance 0.300 < 0.8"), "{text}");
+    assert!(text.contains("R-hat 1.5000 > 1.1") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
     let key = RowKey { ident: crate::metrics::RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
     let row = SummaryRow::of(key, "train_split", &est, String::new(), String::new());
     assert!(row.flag_r_hat && row.flag_mala && row.flagged());
@@ -412,3 +435,4 @@ fn docs_list_every_llc_column() {
         assert!(doc.contains(&s.markdown()), "docs/llc.md does not hold the current column table of `{}`:\n{}", s.name, s.markdown());
     }
 }
+
