@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     sgld_chains: usize,
     /// SGLD: steps per chain in each timed run.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 20)]
     sgld_steps: usize,
     /// SGLD: timed repetitions (median and best are reported).
     #[arg(long, default_value_t = 3)]
