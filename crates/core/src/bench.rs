@@ -66,6 +66,23 @@ fn median_min(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[0])
 }
 
+/// The paper's model at modulus `p` (train fraction 0.8), freshly initialised, with its training
+/// rows as the SGLD benchmarks sample them: the cost of a step does not depend on the weights.
+fn sampling_setup(p: u64) -> Result<(ModelConfig, Params, std::sync::Arc<crate::llc::transformer::TrainingRows>)> {
+    let cfg = config::load_str("", &[format!("data.p={p}")])?;
+    let mc = cfg.model_config();
+    let data = Dataset::generate(&cfg.data);
+    let params = Params::init(&mc, 0, &candle_core::Device::Cpu)?;
+    let (tokens, labels) = data.gather(&data.train);
+    let rows = std::sync::Arc::new(crate::llc::transformer::TrainingRows {
+        tokens,
+        labels,
+        n_ctx: data.n_ctx,
+        used: crate::llc::transformer::RowsUsed::TrainSplit,
+    });
+    Ok((mc, params, rows))
+}
+
 /// Times full-batch training steps (loss, gradients, AdamW) at modulus `p`, train fraction 0.8,
 /// `d_model` 128; `autograd` picks candle's autograd through the textbook forward instead of
 /// the fast path.
@@ -119,17 +136,7 @@ pub fn train_step(p: u64, threads: usize, steps: usize, autograd: bool) -> Resul
 /// `1000 / ms_per_step` is the throughput in SGLD steps per second over all chains, and `ms_min`
 /// the best repetition.
 pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, steps: usize, reps: usize) -> Result<Row> {
-    let cfg = config::load_str("", &[format!("data.p={p}")])?;
-    let mc = cfg.model_config();
-    let data = Dataset::generate(&cfg.data);
-    let params = Params::init(&mc, 0, &candle_core::Device::Cpu)?;
-    let (tokens, labels) = data.gather(&data.train);
-    let rows = std::sync::Arc::new(crate::llc::transformer::TrainingRows {
-        tokens,
-        labels,
-        n_ctx: data.n_ctx,
-        used: crate::llc::transformer::RowsUsed::TrainSplit,
-    });
+    let (mc, params, rows) = sampling_setup(p)?;
     let settings = crate::llc::SgldConfig {
         batch_size: batch,
         chains,
@@ -167,17 +174,7 @@ pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, st
 /// `llc_estimate_checkpoint` whose `ms_per_step` and `ms_min` are the milliseconds of the whole
 /// estimate (median and best of `reps`), `rows` the batch size.
 pub fn llc_checkpoint(p: u64, settings: &crate::llc::SgldConfig, reps: usize) -> Result<Row> {
-    let cfg = config::load_str("", &[format!("data.p={p}")])?;
-    let mc = cfg.model_config();
-    let data = Dataset::generate(&cfg.data);
-    let params = Params::init(&mc, 0, &candle_core::Device::Cpu)?;
-    let (tokens, labels) = data.gather(&data.train);
-    let rows = std::sync::Arc::new(crate::llc::transformer::TrainingRows {
-        tokens,
-        labels,
-        n_ctx: data.n_ctx,
-        used: crate::llc::transformer::RowsUsed::TrainSplit,
-    });
+    let (mc, params, rows) = sampling_setup(p)?;
     let n = rows.len();
     let mut times = Vec::new();
     for _ in 0..reps.max(1) {
