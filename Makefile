@@ -11,6 +11,15 @@ CARGO    ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/clock-pizza/target
 BIN      := $(CARGO_TARGET_DIR)/release
 
+# Threads per process: the cores shared among make's parallel jobs (`make -j2` on 2 cores runs
+# two recipes with one thread each), so parallel recipes do not oversubscribe the machine; every
+# stage reads RAYON_NUM_THREADS. Set THREADS yourself when LAUNCH runs recipes on other machines
+# (e.g. THREADS=2 with `srun -c2`). No number depends on it.
+NPROC   := $(shell nproc 2>/dev/null || echo 1)
+JOBS     = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
+THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
+export RAYON_NUM_THREADS = $(THREADS)
+
 SETS := $(if $(P),--set data.p=$(P)) $(if $(STEPS),--set train.steps=$(STEPS))
 CONFIG := --config $(PIPELINE) $(SETS)
 
@@ -108,6 +117,8 @@ help:
 	@echo "  clean      delete outputs under $(DATA)/ (never the code or the build cache)"
 	@echo "Variables: P=<modulus> PIPELINE=$(PIPELINE) STEPS=<train steps> LAUNCH='<prefix, e.g. srun -N1 -c2>' DATA=$(DATA)"
 	@echo "           RELEASED_DIR=$(RELEASED_DIR) (the paper's checkpoints, drawn as reference points; empty to skip)"
+	@echo "           THREADS=<threads per recipe> (default: cores / make -j jobs)"
+	@echo "           REF_PY=<python with torch + devinterp 1.3.2> (make bench: measure the yardsticks alongside)"
 
 clean:
 	rm -rf $(DATA)
@@ -119,5 +130,8 @@ test:
 fuzz:
 	PIZZA_FUZZ_ITERS=$(or $(FUZZ_ITERS),20000) $(CARGO) test --release -p pizza-core --test fuzz -- --nocapture
 
+# REF_PY: a Python with torch, numpy and devinterp==1.3.2 (a throwaway virtualenv, see the
+# README); when set, the PyTorch and devinterp yardsticks are measured in the same run.
+REF_PY ?=
 bench: $(STAMP)
-	$(BIN)/bench --out $(DATA)/bench/bench.parquet
+	$(BIN)/bench --out $(DATA)/bench/bench.parquet --llc-config $(PIPELINE) $(if $(REF_PY),--reference-python $(REF_PY) --reference-dir $(abspath ../shared/bench))

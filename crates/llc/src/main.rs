@@ -132,7 +132,7 @@ struct SamplerFlags {
     /// RMSProp δ: the preconditioner is 1/(√V + δ).
     #[arg(long)]
     rmsprop_eps: Option<f64>,
-    /// Worker threads for the chains (0 = one per core).
+    /// Worker threads for the chains (default: `RAYON_NUM_THREADS`, else one per core).
     #[arg(long)]
     threads: Option<usize>,
 }

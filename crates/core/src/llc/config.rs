@@ -57,7 +57,8 @@ pub struct SgldConfig {
     pub rmsprop_alpha: f64,
     /// RMSProp δ: the preconditioner is `1/(√V + δ)`, at most `1/δ`.
     pub rmsprop_eps: f64,
-    /// Worker threads for the chains (0 = one per core). Does not change any number.
+    /// Worker threads for the chains (0 = `RAYON_NUM_THREADS`, else one per core). Does not
+    /// change any number.
     pub threads: usize,
 }
 

@@ -172,7 +172,8 @@ where
     F: Fn(usize) -> anyhow::Result<T> + Sync,
 {
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // RAYON_NUM_THREADS when set (the Makefile divides the cores among parallel jobs).
+        0 => rayon::current_num_threads(),
         t => t,
     }
     .clamp(1, chains.max(1));

@@ -51,15 +51,17 @@ pub const TRAIN_METRICS: Schema = Schema {
 pub const BENCH: Schema = Schema {
     name: "bench",
     columns: &[
-        col("name", Str, "what was measured: train_step_full_batch, train_step_autograd_reference, sgld_step_b512, sgld_step_full_batch, …"),
+        col("name", Str, "what was measured: train_step_full_batch, train_step_autograd_reference, sgld_step_b512, sgld_step_full_batch, llc_estimate_checkpoint, train_8_runs_one_process, …"),
+        col("implementation", Str, "whose code: pizza (this pipeline), pytorch (torch_reference.py) or devinterp (devinterp_reference.py), measured in the same run"),
         col("p", I64, "modulus"),
         col("rows", I64, "rows per step (batch size)"),
         col("threads", I64, "threads used"),
-        col("ms_per_step", F64, "median milliseconds per step (for SGLD: per step of one chain, wall time divided by chains)"),
+        col("ms_per_step", F64, "median milliseconds per step (SGLD: wall time over chains × steps; a sweep: wall time over runs × steps; llc_estimate_checkpoint: the whole estimate)"),
         col("ms_min", F64, "fastest step"),
         col("gflop_per_step", F64, "FLOPs per step the factored computation needs (0 where not counted)"),
         col("gflops", F64, "achieved GFLOP/s"),
         col("peak_fraction", F64, "achieved fraction of the float32 peak of `threads` cores"),
+        col("peak_rss_mb", F64, "peak resident memory of the process that made the measurement (the largest process of a sweep), MB"),
     ],
 };
 

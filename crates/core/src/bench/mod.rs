@@ -1,9 +1,15 @@
 /*!
 Speed measurements for `make bench`: milliseconds per full-batch training step (fast path and
 autograd reference) and SGLD steps per second, with the FLOPs the factored computation needs and
-the fraction of the machine's float32 peak they reach. Benchmarks print and record; no test
-asserts a time.
+the fraction of the machine's float32 peak they reach; the PyTorch and devinterp yardsticks
+measured in the same run ([`reference`]); runs per hour of a sweep ([`runs`]); and each
+measurement's peak memory, taken from a process of its own ([`process`]). Benchmarks print and
+record; no test asserts a time.
 */
+
+pub mod process;
+pub mod reference;
+pub mod runs;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,11 +24,14 @@ use crate::model::{self, ModelConfig, Params};
 use crate::optim::AdamW;
 use crate::tables::{self, schemas};
 
-/// One line of the benchmark table (see [`schemas::BENCH`]).
-#[derive(Debug, Clone)]
+/// One line of the benchmark table (see [`schemas::BENCH`]). It crosses from the measuring
+/// child process to the bench binary as one JSON line.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     /// What was measured, e.g. `train_step_full_batch`.
     pub name: String,
+    /// Whose code: `pizza` (this pipeline), `pytorch` or `devinterp` (the yardsticks).
+    pub implementation: String,
     /// Modulus.
     pub p: u64,
     /// Rows per step (batch size).
@@ -39,6 +48,40 @@ pub struct Row {
     pub gflops: f64,
     /// Achieved fraction of the float32 peak of `threads` cores.
     pub peak_fraction: f64,
+    /// Peak resident memory of the process that made the measurement, in MB (0: not measured).
+    pub peak_rss_mb: f64,
+}
+
+impl Row {
+    /// Our row for a step timed once per repetition (`times`, milliseconds) that needs `gflop`
+    /// GFLOP (0: not counted); the peak memory is filled in by the parent process.
+    fn ours(name: String, p: u64, rows: usize, threads: usize, times: Vec<f64>, gflop: f64) -> Row {
+        let (ms, ms_min) = median_min(times);
+        let gflops = gflop / (ms / 1e3);
+        Row {
+            name,
+            implementation: "pizza".into(),
+            p,
+            rows,
+            threads,
+            ms_per_step: ms,
+            ms_min,
+            gflop_per_step: gflop,
+            gflops,
+            peak_fraction: gflops / peak_gflops(threads),
+            peak_rss_mb: 0.0,
+        }
+    }
+}
+
+/// The SGLD rows' name: `sgld_step_b<B>`, or `sgld_step_full_batch` when the batch is the whole
+/// training split of `n` rows.
+pub fn sgld_row_name(batch: usize, n: usize) -> String {
+    if batch < n {
+        format!("sgld_step_b{batch}")
+    } else {
+        "sgld_step_full_batch".into()
+    }
 }
 
 /// FLOPs (2 per multiply-add) of one forward+backward of the factored one-layer model on `b`
@@ -83,6 +126,19 @@ fn sampling_setup(p: u64) -> Result<(ModelConfig, Params, std::sync::Arc<crate::
     Ok((mc, params, rows))
 }
 
+/// Milliseconds of each of `reps` whole LLC estimates with `settings` on the freshly initialised
+/// model at modulus `p`, with the model's shape and the number of training rows.
+fn time_estimates(p: u64, settings: &crate::llc::SgldConfig, reps: usize) -> Result<(ModelConfig, usize, Vec<f64>)> {
+    let (mc, params, rows) = sampling_setup(p)?;
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        crate::llc::estimate(|_| crate::llc::transformer::TransformerTarget::new(&params, &mc, rows.clone()), settings)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((mc, rows.len(), times))
+}
+
 /// Times full-batch training steps (loss, gradients, AdamW) at modulus `p`, train fraction 0.8,
 /// `d_model` 128; `autograd` picks candle's autograd through the textbook forward instead of
 /// the fast path.
@@ -113,19 +169,8 @@ pub fn train_step(p: u64, threads: usize, steps: usize, autograd: bool) -> Resul
         }
         Ok(())
     })?;
-    let (ms, ms_min) = median_min(times);
-    let gflop = flops_factored(&mc, y.len()) / 1e9;
-    Ok(Row {
-        name: if autograd { "train_step_autograd_reference" } else { "train_step_full_batch" }.into(),
-        p,
-        rows: y.len(),
-        threads,
-        ms_per_step: ms,
-        ms_min,
-        gflop_per_step: gflop,
-        gflops: gflop / (ms / 1e3),
-        peak_fraction: gflop / (ms / 1e3) / peak_gflops(threads),
-    })
+    let name = if autograd { "train_step_autograd_reference" } else { "train_step_full_batch" };
+    Ok(Row::ours(name.into(), p, y.len(), threads, times, flops_factored(&mc, y.len()) / 1e9))
 }
 
 /// Times SGLD on the transformer at modulus `p` (train fraction 0.8, `d_model` 128, freshly
@@ -136,7 +181,6 @@ pub fn train_step(p: u64, threads: usize, steps: usize, autograd: bool) -> Resul
 /// `1000 / ms_per_step` is the throughput in SGLD steps per second over all chains, and `ms_min`
 /// the best repetition.
 pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, steps: usize, reps: usize) -> Result<Row> {
-    let (mc, params, rows) = sampling_setup(p)?;
     let settings = crate::llc::SgldConfig {
         batch_size: batch,
         chains,
@@ -146,27 +190,10 @@ pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, st
         threads,
         ..crate::llc::SgldConfig::default()
     };
-    let n = rows.len();
-    let mut times = Vec::new();
-    for _ in 0..reps.max(1) {
-        let t0 = Instant::now();
-        crate::llc::estimate(|_| crate::llc::transformer::TransformerTarget::new(&params, &mc, rows.clone()), &settings)?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3 / (chains * steps) as f64);
-    }
-    let (ms, ms_min) = median_min(times);
+    let (mc, n, times) = time_estimates(p, &settings, reps)?;
+    let times = times.into_iter().map(|ms| ms / (chains * steps) as f64).collect();
     let b = batch.unwrap_or(n).min(n);
-    let gflop = flops_factored(&mc, b) / 1e9;
-    Ok(Row {
-        name: if batch.is_some_and(|b| b < n) { format!("sgld_step_b{b}") } else { "sgld_step_full_batch".into() },
-        p,
-        rows: b,
-        threads,
-        ms_per_step: ms,
-        ms_min,
-        gflop_per_step: gflop,
-        gflops: gflop / (ms / 1e3),
-        peak_fraction: gflop / (ms / 1e3) / peak_gflops(threads),
-    })
+    Ok(Row::ours(sgld_row_name(b, n), p, b, threads, times, flops_factored(&mc, b) / 1e9))
 }
 
 /// Wall time of one checkpoint's `llc estimate` at modulus `p` with `settings` (e.g. the
@@ -174,30 +201,12 @@ pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, st
 /// `llc_estimate_checkpoint` whose `ms_per_step` and `ms_min` are the milliseconds of the whole
 /// estimate (median and best of `reps`), `rows` the batch size.
 pub fn llc_checkpoint(p: u64, settings: &crate::llc::SgldConfig, reps: usize) -> Result<Row> {
-    let (mc, params, rows) = sampling_setup(p)?;
-    let n = rows.len();
-    let mut times = Vec::new();
-    for _ in 0..reps.max(1) {
-        let t0 = Instant::now();
-        crate::llc::estimate(|_| crate::llc::transformer::TransformerTarget::new(&params, &mc, rows.clone()), settings)?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let (ms, ms_min) = median_min(times);
+    let (_, n, times) = time_estimates(p, settings, reps)?;
     let threads = match settings.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => rayon::current_num_threads(),
         t => t,
     };
-    Ok(Row {
-        name: "llc_estimate_checkpoint".into(),
-        p,
-        rows: settings.batch_size.unwrap_or(n).min(n),
-        threads,
-        ms_per_step: ms,
-        ms_min,
-        gflop_per_step: 0.0,
-        gflops: 0.0,
-        peak_fraction: 0.0,
-    })
+    Ok(Row::ours("llc_estimate_checkpoint".into(), p, settings.batch_size.unwrap_or(n).min(n), threads, times, 0.0))
 }
 
 /// Writes the table and prints it.
@@ -207,6 +216,7 @@ pub fn write(rows: &[Row], path: &Path) -> Result<()> {
         n,
         vec![
             Column::new("name".into(), rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>()),
+            Column::new("implementation".into(), rows.iter().map(|r| r.implementation.as_str()).collect::<Vec<_>>()),
             Column::new("p".into(), rows.iter().map(|r| r.p as i64).collect::<Vec<_>>()),
             Column::new("rows".into(), rows.iter().map(|r| r.rows as i64).collect::<Vec<_>>()),
             Column::new("threads".into(), rows.iter().map(|r| r.threads as i64).collect::<Vec<_>>()),
@@ -215,19 +225,69 @@ pub fn write(rows: &[Row], path: &Path) -> Result<()> {
             Column::new("gflop_per_step".into(), rows.iter().map(|r| r.gflop_per_step).collect::<Vec<_>>()),
             Column::new("gflops".into(), rows.iter().map(|r| r.gflops).collect::<Vec<_>>()),
             Column::new("peak_fraction".into(), rows.iter().map(|r| r.peak_fraction).collect::<Vec<_>>()),
+            Column::new("peak_rss_mb".into(), rows.iter().map(|r| r.peak_rss_mb).collect::<Vec<_>>()),
         ],
     )?;
     tables::write_parquet(&mut df, &schemas::BENCH, path, &BTreeMap::new())
 }
 
-/// The table as aligned text.
+/// The table as aligned text, followed by our speed-up over each yardstick row measured in the
+/// same run (same name and p).
 pub fn format(rows: &[Row]) -> String {
-    let mut s = format!("{:<32} {:>5} {:>6} {:>3} {:>10} {:>10} {:>8} {:>8} {:>6}\n", "name", "p", "rows", "thr", "ms/step", "min ms", "GFLOP", "GFLOP/s", "%peak");
+    let mut s = format!(
+        "{:<38} {:<9} {:>5} {:>6} {:>3} {:>10} {:>10} {:>8} {:>8} {:>6} {:>8}\n",
+        "name", "impl", "p", "rows", "thr", "ms/step", "min ms", "GFLOP", "GFLOP/s", "%peak", "RSS MB"
+    );
     for r in rows {
         s.push_str(&format!(
-            "{:<32} {:>5} {:>6} {:>3} {:>10.2} {:>10.2} {:>8.3} {:>8.1} {:>6.1}\n",
-            r.name, r.p, r.rows, r.threads, r.ms_per_step, r.ms_min, r.gflop_per_step, r.gflops, 100.0 * r.peak_fraction
+            "{:<38} {:<9} {:>5} {:>6} {:>3} {:>10.2} {:>10.2} {:>8.3} {:>8.1} {:>6.1} {:>8.0}\n",
+            r.name, r.implementation, r.p, r.rows, r.threads, r.ms_per_step, r.ms_min, r.gflop_per_step, r.gflops, 100.0 * r.peak_fraction, r.peak_rss_mb
+        ));
+    }
+    for (ours, theirs) in speedups(rows) {
+        s.push_str(&format!(
+            "{} p = {}: {:.2} ms here vs {:.2} ms {} -> {:.1}x\n",
+            ours.name, ours.p, ours.ms_per_step, theirs.ms_per_step, theirs.implementation, theirs.ms_per_step / ours.ms_per_step
         ));
     }
     s
+}
+
+/// Pairs each of our rows with the yardstick rows of the same name and modulus.
+pub fn speedups(rows: &[Row]) -> Vec<(&Row, &Row)> {
+    let ours = rows.iter().filter(|r| r.implementation == "pizza");
+    ours.flat_map(|o| rows.iter().filter(move |t| t.implementation != "pizza" && t.name == o.name && t.p == o.p).map(move |t| (o, t)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, implementation: &str, p: u64, ms: f64) -> Row {
+        Row { name: name.into(), implementation: implementation.into(), p, ms_per_step: ms, ..Row::default() }
+    }
+
+    #[test]
+    fn speedups_pair_rows_of_the_same_name_and_p() {
+        let rows = [
+            row("train_step_full_batch", "pizza", 113, 150.0),
+            row("train_step_full_batch", "pytorch", 59, 270.0),
+            row("train_step_full_batch", "pytorch", 113, 900.0),
+            row("sgld_step_b512", "pizza", 59, 5.0),
+            row("sgld_step_b512", "devinterp", 59, 25.0),
+        ];
+        let pairs: Vec<_> = speedups(&rows).into_iter().map(|(o, t)| (o.p, t.implementation.as_str(), t.ms_per_step / o.ms_per_step)).collect();
+        assert_eq!(pairs, vec![(113, "pytorch", 6.0), (59, "devinterp", 5.0)]);
+        assert!(format(&rows).contains("train_step_full_batch p = 113: 150.00 ms here vs 900.00 ms pytorch -> 6.0x"));
+    }
+
+    /// The factored FLOP count by hand for a toy shape: V = 3, T = 2, D = 4, H = 2, dh = 2, M = 8.
+    #[test]
+    fn flops_by_hand() {
+        let cfg = ModelConfig { vocab: 3, n_ctx: 2, d_model: 4, n_heads: 2, d_head: 2, d_mlp: 8, ..config::load_str("", &[]).unwrap().model_config() };
+        // per pair: 3·(32 + 32 + 12) + 3·2·2·(2 + 4) = 228 + 72 = 300;
+        // tables: 3·(2·2·3·4·2·2 + 3·4·2·2 + 2·3·2·2·4) = 3·(192 + 48 + 96) = 1008.
+        assert_eq!(flops_factored(&cfg, 10), 2.0 * (10.0 * 300.0 + 1008.0));
+    }
 }
