@@ -83,16 +83,19 @@ fn runs_trained_together_match_runs_trained_alone() {
     let root = std::env::temp_dir().join(format!("many-test-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     let cfg = root.join("grid.yaml");
-    std::fs::write(&cfg, "name: many\ndata: {p: 11}\nmodel: {d_model: 16}\ntrain: {steps: 60, checkpoints: {log_points: 3, segments: [{every: 30}]}}\ngrid: {model.alpha: [0, 1], train.seed: [0, 1]}\n").unwrap();
+    std::fs::write(&cfg, "name: many\ndata: {p: 11}\nmodel: {d_model: 16}\ntrain: {steps: 60, checkpoints: {log_points: 3, segments: [{every: 30}]}}\ngrid: {model.alpha: [0, 1], train.seed: [0, 1], train.weight_decay: [1, 2]}\n").unwrap();
     let together = root.join("together");
     let st = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(["--run", "all", "--threads", "2", "--config"]).arg(&cfg).arg("--out").arg(&together)
         .status().unwrap();
     assert!(st.success());
-    for id in ["alpha0_seed0", "alpha0_seed1", "alpha1_seed0", "alpha1_seed1"] {
+    let mut ids: Vec<String> = std::fs::read_dir(&together).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 8, "one directory per run of the 2 × 2 × 2 grid: {ids:?}");
+    for id in &ids {
         let alone = root.join(id);
         let st = Command::new(env!("CARGO_BIN_EXE_train"))
-            .args(["--run", id, "--config"]).arg(&cfg).arg("--out").arg(&alone)
+            .args(["--run", id.as_str(), "--config"]).arg(&cfg).arg("--out").arg(&alone)
             .env("RAYON_NUM_THREADS", "1")
             .status().unwrap();
         assert!(st.success());
