@@ -155,7 +155,7 @@ fn run(args: Args) -> Result<()> {
         rows.extend(sweep_rows(&args, threads)?);
     }
     if let Some(python) = &args.reference_python {
-        rows.extend(yardstick_rows(&args, python, &rows, threads)?);
+        rows.extend(yardstick_rows(&args, python, &rows, threads));
     }
     print!("{}", bench::format(&rows));
     bench::write(&rows, &args.out)?;
@@ -175,7 +175,11 @@ fn sweep_rows(args: &Args, threads: usize) -> Result<Vec<Row>> {
         threads,
     };
     let mut rows = Vec::new();
-    for layout in [runs::Layout::OneProcess, runs::Layout::Processes(args.runs), runs::Layout::Processes(threads)] {
+    let mut layouts = vec![runs::Layout::OneProcess, runs::Layout::Processes(args.runs)];
+    if threads < args.runs {
+        layouts.push(runs::Layout::Processes(threads));
+    }
+    for layout in layouts {
         let r = sweep.measure(layout)?;
         tracing::info!("{}: {:.0} runs of {} steps per hour", r.name, runs::runs_per_hour(&r, args.runs_steps), args.runs_steps);
         rows.push(r);
@@ -184,21 +188,27 @@ fn sweep_rows(args: &Args, threads: usize) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The PyTorch training step and devinterp's SGLD at the same moduli and batch sizes as ours.
-fn yardstick_rows(args: &Args, python: &Path, ours: &[Row], threads: usize) -> Result<Vec<Row>> {
+/// The PyTorch training step and devinterp's SGLD at the same moduli and batch sizes as ours. A
+/// yardstick that fails (say, devinterp is not installed) is reported and skipped, so that our own
+/// rows are still written.
+fn yardstick_rows(args: &Args, python: &Path, ours: &[Row], threads: usize) -> Vec<Row> {
     let y = Yardsticks { python, dir: &args.reference_dir, threads };
     let mut rows = Vec::new();
+    let mut keep = |row: Result<Row>| match row {
+        Ok(row) => rows.push(row),
+        Err(e) => tracing::warn!("yardstick skipped: {e:#}"),
+    };
     for &p in &args.p {
-        rows.push(y.torch_train_step(p, args.steps)?);
+        keep(y.torch_train_step(p, args.steps));
     }
     if !args.no_sgld {
         for r in ours.iter().filter(|r| r.name == "train_step_full_batch") {
             let full_draws = (args.reference_draws / 5).max(10);
-            rows.push(y.devinterp_sgld(r.p, Some(args.sgld_batch), r.rows, args.sgld_chains, args.reference_draws)?);
-            rows.push(y.devinterp_sgld(r.p, None, r.rows, args.sgld_chains, full_draws)?);
+            keep(y.devinterp_sgld(r.p, Some(args.sgld_batch), r.rows, args.sgld_chains, args.reference_draws));
+            keep(y.devinterp_sgld(r.p, None, r.rows, args.sgld_chains, full_draws));
         }
     }
-    Ok(rows)
+    rows
 }
 
 fn main() -> ExitCode {

@@ -217,6 +217,17 @@ fn shipped_pipelines_have_valid_llc_sections() {
         let SettingsSource::Fixed(s) = source else { panic!("{name}: per-run settings") };
         assert!(s.gamma > 0.0 && s.chains >= 2, "{name}: {s:?}");
     }
+    // default.yaml's per_p block halves the step at p = 113, with a burn-in of one relaxation
+    // time 2/(εγ), and leaves p = 59 at the calibrated 5e-5.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.yaml");
+    let at = |sets: &[String]| match SettingsSource::from_config(&crate::config::load(&path, sets).unwrap(), None).unwrap() {
+        SettingsSource::Fixed(s) => s,
+        SettingsSource::PerRun(_) => panic!("per-run settings"),
+    };
+    let (p59, p113) = (at(&[]), at(&["data.p=113".into()]));
+    assert_eq!((p59.epsilon, p59.burn_in), (5e-5, 400));
+    assert_eq!((p113.epsilon, p113.burn_in), (2.5e-5, 800));
+    assert_eq!(p113.burn_in as f64, (2.0 / (p113.epsilon * p113.gamma)).round());
 }
 
 #[test]
