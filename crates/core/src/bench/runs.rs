@@ -41,8 +41,8 @@ impl Layout {
 }
 
 impl Sweep {
-    /// The sweep's experiment file, written under `work`, and its run ids.
-    fn setup(&self) -> Result<(PathBuf, Vec<String>)> {
+    /// The sweep's experiment file, written under `work`, its run ids and its training rows.
+    fn setup(&self) -> Result<(PathBuf, Vec<String>, usize)> {
         ensure!(self.runs >= 2 && self.runs % 2 == 0, "--runs must be even (α = 0 and α = 1 for each seed), got {}", self.runs);
         std::fs::create_dir_all(&self.work).with_context(|| format!("creating {}", self.work.display()))?;
         let seeds: Vec<String> = (0..self.runs / 2).map(|s| s.to_string()).collect();
@@ -54,8 +54,9 @@ impl Sweep {
         );
         let path = self.work.join("runs.yaml");
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-        let ids = crate::config::load(&path, &[])?.runs()?.into_iter().map(|r| r.id).collect();
-        Ok((path, ids))
+        let cfg = crate::config::load(&path, &[])?;
+        let rows = crate::data::Dataset::generate(&cfg.data).train.len();
+        Ok((path, cfg.runs()?.into_iter().map(|r| r.id).collect(), rows))
     }
 
     fn command(&self, config: &Path, runs: &[&str], out: &Path, threads: Option<usize>) -> Command {
@@ -74,7 +75,7 @@ impl Sweep {
 
     /// Trains the whole sweep laid out as `layout`, from scratch, and times it.
     pub fn measure(&self, layout: Layout) -> Result<Row> {
-        let (config, ids) = self.setup()?;
+        let (config, ids, rows) = self.setup()?;
         let out = self.work.join(format!("{layout:?}").replace(['(', ')'], ""));
         if out.exists() {
             std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
@@ -100,12 +101,11 @@ impl Sweep {
             }
         }
         let ms = started.elapsed().as_secs_f64() * 1e3 / (self.runs * self.steps) as f64;
-        let cfg = crate::config::load(&config, &[])?;
         Ok(Row {
             name: layout.name(self.runs),
             implementation: "pizza".into(),
             p: self.p,
-            rows: crate::data::Dataset::generate(&cfg.data).train.len(),
+            rows,
             threads: self.threads,
             ms_per_step: ms,
             ms_min: ms,

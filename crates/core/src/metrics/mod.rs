@@ -69,6 +69,11 @@ pub struct RunIdent {
 }
 
 impl RunIdent {
+    /// An id known only by name (tables without the id columns).
+    pub fn named(run: &str) -> RunIdent {
+        RunIdent { run: run.to_string(), p: 0, alpha: f64::NAN, seed: -1, weight_decay: f64::NAN, train_frac: f64::NAN, d_model: 0 }
+    }
+
     /// The same values as `train::id_columns` for one of our runs.
     pub fn from_config(cfg: &Config, run: &str) -> RunIdent {
         RunIdent {

@@ -146,31 +146,8 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Plain rows.
 
-/// The columns that identify a run ([`schemas::RUN_ID_COLUMNS`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunId {
-    /// Run id, e.g. `alpha0_seed1`.
-    pub run: String,
-    /// Modulus.
-    pub p: i64,
-    /// Attention rate α.
-    pub alpha: f64,
-    /// Initialisation seed (−1 for a released checkpoint).
-    pub seed: i64,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Training fraction.
-    pub train_frac: f64,
-    /// Residual width.
-    pub d_model: i64,
-}
-
-impl RunId {
-    /// An id known only by name (tables without the id columns).
-    pub fn named(run: &str) -> RunId {
-        RunId { run: run.to_string(), p: 0, alpha: f64::NAN, seed: -1, weight_decay: f64::NAN, train_frac: f64::NAN, d_model: 0 }
-    }
-}
+/// The columns that identify a run ([`schemas::RUN_ID_COLUMNS`]), as the analysis stages write them.
+pub use crate::metrics::RunIdent as RunId;
 
 /// One row of the training metrics.
 #[derive(Debug, Clone, PartialEq)]
