@@ -18,6 +18,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
+use crate::data::DataConfig;
+use crate::model::{ModelConfig, ModelSettings};
+
 /// The whole experiment: shared settings plus the grid of runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -54,107 +57,6 @@ impl Default for Config {
             grid: BTreeMap::new(),
             per_p: BTreeMap::new(),
         }
-    }
-}
-
-/// The arithmetic operation that defines the label.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Operation {
-    /// `(a + b) mod p` (the paper).
-    Add,
-    /// `(a − b) mod p` (Nanda).
-    Sub,
-    /// `(a · b) mod p`.
-    Mul,
-    /// `(a² + ab + b²) mod p` (Nanda).
-    X2xyy2,
-}
-
-impl Operation {
-    /// The label of the pair `(a, b)`.
-    pub fn apply(self, a: u64, b: u64, p: u64) -> u64 {
-        match self {
-            Operation::Add => (a + b) % p,
-            Operation::Sub => (a + p - b % p) % p,
-            Operation::Mul => (a * b) % p,
-            Operation::X2xyy2 => (a * a + a * b + b * b) % p,
-        }
-    }
-
-    /// Name used in tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::Add => "add",
-            Operation::Sub => "sub",
-            Operation::Mul => "mul",
-            Operation::X2xyy2 => "x2xyy2",
-        }
-    }
-}
-
-/// The dataset: all `p²` pairs with a seeded train/validation split.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// The modulus (any integer ≥ 2; the paper uses primes).
-    pub p: u64,
-    /// Operation defining the label.
-    pub operation: Operation,
-    /// Fraction of the `p²` pairs used for training, in (0, 1].
-    pub train_frac: f64,
-    /// Seed of the permutation that picks the training rows (the paper's code left it unseeded).
-    pub split_seed: u64,
-    /// Append Nanda's `=` token (id `p`, vocabulary `p+1`, three positions).
-    pub eq_token: bool,
-    /// The paper's separate-vocabulary variant: `b` is offset by `p` (vocabulary `2p`).
-    pub separate_vocab: bool,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            p: 59,
-            operation: Operation::Add,
-            train_frac: 0.8,
-            split_seed: 0,
-            eq_token: false,
-            separate_vocab: false,
-        }
-    }
-}
-
-/// Activation of the MLP.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// ReLU (the paper's default).
-    Relu,
-    /// GeLU (exact, erf-based, as PyTorch's `F.gelu`).
-    Gelu,
-}
-
-/// Model hyper-parameters (the vocabulary and context follow from [`DataConfig`]).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelSettings {
-    /// Width of the residual stream.
-    pub d_model: usize,
-    /// Attention heads; `d_head = d_model / n_heads` (integer division, as the paper).
-    pub n_heads: usize,
-    /// MLP width; `4·d_model` when absent.
-    pub d_mlp: Option<usize>,
-    /// Number of transformer blocks.
-    pub n_layers: usize,
-    /// MLP activation.
-    pub act: Activation,
-    /// Attention rate α ∈ [0, 1]: 1 is ordinary attention (Clock), 0 constant attention (Pizza).
-    pub alpha: f64,
-}
-
-impl Default for ModelSettings {
-    fn default() -> Self {
-        ModelSettings { d_model: 128, n_heads: 4, d_mlp: None, n_layers: 1, act: Activation::Relu, alpha: 0.0 }
     }
 }
 
@@ -346,9 +248,9 @@ impl Config {
         Ok(())
     }
 
-    /// Model hyper-parameters resolved against the data (vocabulary, context, widths).
-    pub fn model_config(&self) -> crate::model::ModelConfig {
-        crate::model::ModelConfig::from_settings(&self.data, &self.model)
+    /// Model hyper-parameters resolved against the data's token layout (vocabulary, context).
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig::from_settings(&self.data, &self.model)
     }
 
     /// The runs of the grid, each a config with its grid point applied and `grid` emptied.
@@ -418,22 +320,13 @@ impl Config {
 
     /// A short, stable hash of the resolved config (FNV-1a over its JSON).
     pub fn hash(&self) -> Result<String> {
-        Ok(format!("{:016x}", fnv1a(self.to_json()?.as_bytes())))
+        Ok(crate::hash::hex(self.to_json()?.as_bytes()))
     }
 
     /// Parses a config from JSON (as stored in checkpoint metadata).
     pub fn from_json(text: &str) -> Result<Config> {
         let tree: Value = serde_json::from_str(text).context("parsing config JSON")?;
         from_tree(tree)
-    }
-
-    /// The part of the config that identifies a run in tables: name, value (as text).
-    pub fn id_columns(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("p", self.data.p.to_string()),
-            ("alpha", self.model.alpha.to_string()),
-            ("seed", self.train.seed.to_string()),
-        ]
     }
 }
 
@@ -588,11 +481,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// FNV-1a, 64-bit: enough to tell configs apart in file metadata.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

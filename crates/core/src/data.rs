@@ -2,6 +2,10 @@
 The modular-arithmetic dataset: every ordered pair `(a, b)` with `0 ≤ a, b < p`, its label, its
 token sequence, and a seeded train/validation split. Row `i` is the pair `a = i div p`,
 `b = i mod p` (the goldens' layout), so a row index is also a stable key across tables.
+
+Its settings ([`DataConfig`], [`Operation`]) are the experiment file's `data:` section, and
+[`TokenLayout`] is the one place that turns `p` and the two layout switches into a vocabulary, a
+context length and token ids: the model's shape, the dataset and the paper's config JSON all ask it.
 */
 
 use std::collections::BTreeMap;
@@ -10,10 +14,146 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use polars::prelude::{Column, DataFrame};
+use serde::{Deserialize, Serialize};
 
-use crate::config::DataConfig;
 use crate::rng;
 use crate::tables::{self, schemas};
+
+/// The arithmetic operation that defines the label.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// `(a + b) mod p` (the paper).
+    Add,
+    /// `(a − b) mod p` (Nanda).
+    Sub,
+    /// `(a · b) mod p`.
+    Mul,
+    /// `(a² + ab + b²) mod p` (Nanda).
+    X2xyy2,
+}
+
+impl Operation {
+    /// The label of the pair `(a, b)`.
+    pub fn apply(self, a: u64, b: u64, p: u64) -> u64 {
+        match self {
+            Operation::Add => (a + b) % p,
+            Operation::Sub => (a + p - b % p) % p,
+            Operation::Mul => (a * b) % p,
+            Operation::X2xyy2 => (a * a + a * b + b * b) % p,
+        }
+    }
+
+    /// Name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Add => "add",
+            Operation::Sub => "sub",
+            Operation::Mul => "mul",
+            Operation::X2xyy2 => "x2xyy2",
+        }
+    }
+}
+
+/// The dataset: all `p²` pairs with a seeded train/validation split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// The modulus (any integer ≥ 2; the paper uses primes).
+    pub p: u64,
+    /// Operation defining the label.
+    pub operation: Operation,
+    /// Fraction of the `p²` pairs used for training, in (0, 1].
+    pub train_frac: f64,
+    /// Seed of the permutation that picks the training rows (the paper's code left it unseeded).
+    pub split_seed: u64,
+    /// Append Nanda's `=` token (id `p`, vocabulary `p+1`, three positions).
+    pub eq_token: bool,
+    /// The paper's separate-vocabulary variant: `b` is offset by `p` (vocabulary `2p`).
+    pub separate_vocab: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            p: 59,
+            operation: Operation::Add,
+            train_frac: 0.8,
+            split_seed: 0,
+            eq_token: false,
+            separate_vocab: false,
+        }
+    }
+}
+
+impl DataConfig {
+    /// Every pair of the addition table with this layout, all of it training data and no split:
+    /// the dataset of a foreign checkpoint (the paper's released files carry no split).
+    pub fn all_pairs(layout: TokenLayout) -> DataConfig {
+        DataConfig {
+            p: layout.p as u64,
+            operation: Operation::Add,
+            train_frac: 1.0,
+            split_seed: 0,
+            eq_token: layout.eq_token,
+            separate_vocab: layout.separate_vocab,
+        }
+    }
+
+    /// The token layout of these settings.
+    pub fn layout(&self) -> TokenLayout {
+        TokenLayout { p: self.p as usize, eq_token: self.eq_token, separate_vocab: self.separate_vocab }
+    }
+}
+
+/// How a pair `(a, b)` becomes tokens: `a`, then `b` (offset by `p` with separate
+/// vocabularies), then the `=` token (id `p`, or `2p` with separate vocabularies) when it is on.
+/// The vocabulary is every id that can occur; the output classes are the same ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLayout {
+    /// The modulus.
+    pub p: usize,
+    /// Nanda's `=` token as a third position.
+    pub eq_token: bool,
+    /// The paper's separate vocabularies for the two operands.
+    pub separate_vocab: bool,
+}
+
+impl TokenLayout {
+    /// The layout of a model of these sizes (the paper's config JSON and our checkpoints store
+    /// sizes, not switches): separate vocabularies when there are at least `2p` tokens, the `=`
+    /// token when there are three positions.
+    pub fn from_sizes(p: usize, vocab: usize, n_ctx: usize) -> TokenLayout {
+        TokenLayout { p, eq_token: n_ctx == 3, separate_vocab: vocab >= 2 * p }
+    }
+
+    /// Input vocabulary (= output classes): `p`, `2p` with separate vocabularies, plus one for `=`.
+    pub fn vocab(&self) -> usize {
+        let operands = if self.separate_vocab { 2 * self.p } else { self.p };
+        operands + usize::from(self.eq_token)
+    }
+
+    /// Positions per sequence: 2, or 3 with the `=` token.
+    pub fn n_ctx(&self) -> usize {
+        2 + usize::from(self.eq_token)
+    }
+
+    /// Appends the tokens of the pair `(a, b)` to `out`.
+    pub fn push_tokens(&self, a: usize, b: usize, out: &mut Vec<u32>) {
+        let p = self.p;
+        out.push(a as u32);
+        out.push(if self.separate_vocab { b + p } else { b } as u32);
+        if self.eq_token {
+            out.push(if self.separate_vocab { 2 * p } else { p } as u32);
+        }
+    }
+}
+
+impl From<&DataConfig> for TokenLayout {
+    fn from(data: &DataConfig) -> TokenLayout {
+        data.layout()
+    }
+}
 
 /// The whole dataset in memory.
 #[derive(Debug, Clone)]
@@ -38,17 +178,14 @@ impl Dataset {
     pub fn generate(config: &DataConfig) -> Dataset {
         let p = config.p;
         let n = (p * p) as usize;
-        let n_ctx = if config.eq_token { 3 } else { 2 };
+        let layout = config.layout();
+        let n_ctx = layout.n_ctx();
         let mut labels = Vec::with_capacity(n);
         let mut tokens = Vec::with_capacity(n * n_ctx);
         for a in 0..p {
             for b in 0..p {
                 labels.push(config.operation.apply(a, b, p) as u32);
-                tokens.push(a as u32);
-                tokens.push(if config.separate_vocab { (b + p) as u32 } else { b as u32 });
-                if config.eq_token {
-                    tokens.push(p as u32);
-                }
+                layout.push_tokens(a as usize, b as usize, &mut tokens);
             }
         }
         let n_train = ((n as f64) * config.train_frac).round() as usize;
@@ -156,7 +293,6 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Operation;
 
     fn cfg(p: u64, op: Operation, frac: f64) -> DataConfig {
         DataConfig { p, operation: op, train_frac: frac, ..DataConfig::default() }

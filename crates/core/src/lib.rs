@@ -11,7 +11,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`metrics`]: Pizza/Clock metrics (gradient symmetry, distance irrelevance, circularity, Fourier).
 - [`sampler`], [`llc`]: SGLD and the Local Learning Coefficient with its diagnostics.
 - [`tables`]: all parquet I/O, one schema per table.
-- [`fsio`]: atomic writes (temporary name, fsync, rename).
+- [`fsio`]: atomic writes (temporary name, fsync, rename). [`hash`]: FNV-1a fingerprints.
 */
 
 pub mod bench;
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod fsio;
+pub mod hash;
 pub mod interrupt;
 pub mod llc;
 pub mod metrics;

@@ -11,8 +11,8 @@ use rand_distr::StandardNormal;
 
 /// The generator of one purpose (e.g. `"split"`, `"init"`) under one seed.
 pub fn stream(seed: u64, purpose: &str) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::config::fnv1a(purpose.as_bytes()));
-    rng.set_stream(crate::config::fnv1a(purpose.as_bytes()));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::hash::fnv1a(purpose.as_bytes()));
+    rng.set_stream(crate::hash::fnv1a(purpose.as_bytes()));
     rng
 }
 

@@ -118,7 +118,7 @@ pub fn settings_json(s: &SgldConfig) -> Result<String> {
 
 /// FNV-1a of [`settings_json`], as 16 hex digits.
 pub fn settings_hash(s: &SgldConfig) -> Result<String> {
-    Ok(format!("{:016x}", config::fnv1a(settings_json(s)?.as_bytes())))
+    Ok(crate::hash::hex(settings_json(s)?.as_bytes()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,7 +639,7 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
         let s_hash = settings_hash(&s)?;
         all_settings.insert(s_hash.clone(), settings_json(&s)?);
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let c_hash = format!("{:016x}", config::fnv1a(&bytes));
+        let c_hash = crate::hash::hex(&bytes);
         let key = RowKey::of(&ckpt);
         if let Some(prev) = earlier.remove(&(key.checkpoint.clone(), s_hash.clone(), c_hash.clone())) {
             tracing::debug!(checkpoint = %path.display(), "reusing the estimate of an earlier, interrupted call");

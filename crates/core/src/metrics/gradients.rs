@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::config::Activation;
+use crate::model::Activation;
 use crate::model::{ModelConfig, Params, Transformer};
 
 /// Which classes to differentiate for each row of a batch.

@@ -45,8 +45,8 @@ use polars::prelude::Column;
 use rayon::prelude::*;
 
 use crate::ckpt::{self, Checkpoint};
-use crate::config::{Config, DataConfig, Operation};
-use crate::data::Dataset;
+use crate::config::Config;
+use crate::data::{DataConfig, Dataset, Operation};
 
 /// The run-identifying values of one checkpoint: the `RUN_ID_COLUMNS` of every per-run table.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,21 +186,11 @@ pub fn dataset_for(ckpt: &Checkpoint) -> Result<(Dataset, bool)> {
             Ok((Dataset::generate(&cfg.data), true))
         }
         None => {
-            let m = &ckpt.model;
-            let separate_vocab = m.vocab >= 2 * m.p;
-            let eq_token = m.n_ctx == 3;
-            if separate_vocab && eq_token {
+            let layout = ckpt.model.layout();
+            if layout.separate_vocab && layout.eq_token {
                 bail!("{}: a model with both separate vocabularies and the `=` token is not supported", ckpt.path.display());
             }
-            let data = DataConfig {
-                p: m.p as u64,
-                operation: Operation::Add,
-                train_frac: 1.0,
-                split_seed: 0,
-                eq_token,
-                separate_vocab,
-            };
-            Ok((Dataset::generate(&data), false))
+            Ok((Dataset::generate(&DataConfig::all_pairs(layout)), false))
         }
     }
 }

@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::gradients::{detached_model, Classes, GradientEngine, Triples};
 use super::*;
-use crate::config::{Activation, AnalysisConfig, Config, DataConfig};
+use crate::config::{AnalysisConfig, Config};
+use crate::data::DataConfig;
+use crate::model::{Activation, ModelSettings};
 use crate::model::{ModelConfig, Params};
 use crate::tables::{self, analysis};
 use crate::testing::{fixture, rel_err};
@@ -124,7 +126,7 @@ fn every_released_checkpoint_runs_through_both_stages() {
 /// A small random model and its all-pairs dataset.
 fn tiny(alpha: f64, act: Activation, n_layers: usize, separate_vocab: bool, eq_token: bool) -> (ModelConfig, Params, Dataset) {
     let data = DataConfig { p: 7, train_frac: 1.0, separate_vocab, eq_token, ..DataConfig::default() };
-    let settings = crate::config::ModelSettings { d_model: 8, n_heads: 2, d_mlp: Some(16), n_layers, act, alpha };
+    let settings = ModelSettings { d_model: 8, n_heads: 2, d_mlp: Some(16), n_layers, act, alpha };
     let cfg = ModelConfig::from_settings(&data, &settings);
     // Weights ×3 so that attention is far from uniform and the MLP far from linear.
     let init = Params::init(&cfg, 7, &Device::Cpu).unwrap();

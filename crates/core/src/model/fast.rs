@@ -23,7 +23,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::ModelConfig;
-use crate::config::Activation;
+use super::Activation;
 
 /// Pairs per chunk of the per-pair loops (fixed, so results do not depend on thread count).
 pub const CHUNK: usize = 256;

@@ -1,8 +1,9 @@
 /*!
 The paper's transformer for modular arithmetic (one file per architecture; there is one).
 
-[`ModelConfig`] is the resolved shape of a model; it can be built from our [`crate::config`] or from
-the JSON `config` of the paper's released checkpoints (keys `C`, `d_model`, `n_heads`, `n_layers`,
+[`ModelSettings`] (with [`Activation`]) is the experiment file's `model:` section. [`ModelConfig`]
+is the resolved shape of a model; it is built from those settings and the data's
+[`TokenLayout`] (vocabulary and context), or from the JSON `config` of the paper's released checkpoints (keys `C`, `d_model`, `n_heads`, `n_layers`,
 `act_fn`, `attn_coeff`, `diff_vocab`, `eqn_sign`). [`Params`] holds the weights as named candle
 `Var`s under the released checkpoints' tensor names, which are a contract: `checkpoint-scan`,
 `symmetry` and `llc` all read them.
@@ -18,7 +19,42 @@ pub use transformer::{accuracy, cross_entropy_f64, Transformer};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Activation, DataConfig, ModelSettings};
+use crate::data::TokenLayout;
+
+/// Activation of the MLP.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// ReLU (the paper's default).
+    Relu,
+    /// GeLU (exact, erf-based, as PyTorch's `F.gelu`).
+    Gelu,
+}
+
+/// Model hyper-parameters (the vocabulary and context follow from the data's [`TokenLayout`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Attention heads; `d_head = d_model / n_heads` (integer division, as the paper).
+    pub n_heads: usize,
+    /// MLP width; `4·d_model` when absent.
+    pub d_mlp: Option<usize>,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// MLP activation.
+    pub act: Activation,
+    /// Attention rate α ∈ [0, 1]: 1 is ordinary attention (Clock), 0 constant attention (Pizza).
+    pub alpha: f64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings { d_model: 128, n_heads: 4, d_mlp: None, n_layers: 1, act: Activation::Relu, alpha: 0.0 }
+    }
+}
+
 
 /// The resolved shape of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,14 +82,13 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// From the pipeline's config sections.
-    pub fn from_settings(data: &DataConfig, m: &ModelSettings) -> ModelConfig {
-        let p = data.p as usize;
-        let vocab = if data.separate_vocab { 2 * p } else if data.eq_token { p + 1 } else { p };
+    /// From the `model:` settings and the data's token layout (e.g. `&DataConfig`).
+    pub fn from_settings(layout: impl Into<TokenLayout>, m: &ModelSettings) -> ModelConfig {
+        let layout = layout.into();
         ModelConfig {
-            p,
-            vocab,
-            n_ctx: if data.eq_token { 3 } else { 2 },
+            p: layout.p,
+            vocab: layout.vocab(),
+            n_ctx: layout.n_ctx(),
             d_model: m.d_model,
             n_heads: m.n_heads,
             d_head: m.d_model / m.n_heads.max(1),
@@ -106,13 +141,19 @@ impl ModelConfig {
             Some(x) => x.as_u64().context("config field `d_mlp` must be an integer")? as usize,
             None => 4 * d_model,
         };
-        let n_ctx = if eqn_sign { 3 } else { 2 };
-        let vocab = if diff_vocab { 2 * p } else { p } + usize::from(eqn_sign);
+        let layout = TokenLayout { p, eq_token: eqn_sign, separate_vocab: diff_vocab };
+        let (vocab, n_ctx) = (layout.vocab(), layout.n_ctx());
         Ok(ModelConfig { p, vocab, n_ctx, d_model, n_heads, d_head: d_model / n_heads, d_mlp, n_layers, act, alpha })
+    }
+
+    /// The token layout of this model's sizes.
+    pub fn layout(&self) -> TokenLayout {
+        TokenLayout::from_sizes(self.p, self.vocab, self.n_ctx)
     }
 
     /// The paper's config JSON for this model (what its loader expects), plus `d_mlp`.
     pub fn to_paper_json(&self) -> String {
+        let layout = self.layout();
         serde_json::json!({
             "C": self.p,
             "d_model": self.d_model,
@@ -120,8 +161,8 @@ impl ModelConfig {
             "n_layers": self.n_layers,
             "act_fn": match self.act { Activation::Relu => "ReLU", Activation::Gelu => "GeLU" },
             "attn_coeff": self.alpha,
-            "diff_vocab": self.vocab >= 2 * self.p,
-            "eqn_sign": self.n_ctx == 3,
+            "diff_vocab": layout.separate_vocab,
+            "eqn_sign": layout.eq_token,
             "d_mlp": self.d_mlp,
         })
         .to_string()

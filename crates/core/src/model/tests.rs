@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::*;
 use crate::ckpt;
-use crate::config::{DataConfig, TrainConfig};
+use crate::config::TrainConfig;
+use crate::data::DataConfig;
+use crate::model::ModelSettings;
 use crate::data::Dataset;
 use crate::optim::AdamW;
 use crate::testing::{fixture, rel_err};
@@ -94,7 +96,7 @@ fn golden_logits_loss_gradients_and_25_adamw_steps() {
 
 #[test]
 fn parameter_count_matches_the_paper() {
-    let c = ModelConfig::from_settings(&DataConfig::default(), &crate::config::ModelSettings::default());
+    let c = ModelConfig::from_settings(&DataConfig::default(), &ModelSettings::default());
     assert_eq!(c.n_params(), 212_608);
 }
 
@@ -121,13 +123,7 @@ fn every_released_checkpoint_loads_and_runs() {
         let path = entry.unwrap().path();
         let c = ckpt::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let model = c.transformer().unwrap();
-        let data = Dataset::generate(&DataConfig {
-            p: c.model.p as u64,
-            train_frac: 1.0,
-            separate_vocab: c.model.vocab >= 2 * c.model.p,
-            eq_token: c.model.n_ctx == 3,
-            ..DataConfig::default()
-        });
+        let data = Dataset::generate(&DataConfig::all_pairs(c.model.layout()));
         let (x, y) = data.batch(&data.all_rows(), &Device::Cpu).unwrap();
         let logits = model.forward(&x).unwrap();
         assert_eq!(logits.dims(), &[59 * 59, c.model.vocab]);
@@ -169,7 +165,7 @@ fn checkpoint_round_trip_is_byte_stable() {
 
 #[test]
 fn init_has_the_papers_scales() {
-    let c = ModelConfig::from_settings(&DataConfig::default(), &crate::config::ModelSettings::default());
+    let c = ModelConfig::from_settings(&DataConfig::default(), &ModelSettings::default());
     let p = Params::init(&c, 0, &Device::Cpu).unwrap();
     for (name, _, sd) in c.param_specs() {
         let t = p.get(&name).unwrap().as_tensor().to_dtype(DType::F64).unwrap();
@@ -234,7 +230,7 @@ fn fast_path_matches_goldens_and_autograd() {
 fn fast_path_matches_autograd_on_other_layouts() {
     for (eq, sep) in [(true, false), (false, true)] {
         let data_cfg = DataConfig { p: 13, eq_token: eq, separate_vocab: sep, train_frac: 1.0, ..DataConfig::default() };
-        let settings = crate::config::ModelSettings { d_model: 24, n_heads: 3, alpha: 0.5, ..Default::default() };
+        let settings = ModelSettings { d_model: 24, n_heads: 3, alpha: 0.5, ..Default::default() };
         let cfg = ModelConfig::from_settings(&data_cfg, &settings);
         let params = Params::init(&cfg, 3, &Device::Cpu).unwrap();
         let model = Transformer::new(params.var_builder(), &cfg).unwrap();

@@ -4,8 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::ModelConfig;
-use crate::config::Activation;
+use super::{Activation, ModelConfig};
 
 /// Multi-head attention with attention rate α: `A = α·softmax(QKᵀ/√d_head) + (1−α)·J`, where `J`
 /// is all ones (so at α = 0 every position receives the plain *sum* of the values).

@@ -12,7 +12,7 @@ use super::findings::paired_final_llc;
 use super::inputs::{self, TableKind};
 use super::summary::{grokking_step, Curve};
 use super::*;
-use crate::config::Activation;
+use crate::model::Activation;
 use crate::model::{ModelConfig, Params};
 use crate::tables::{self, analysis, llc as llc_tables, schemas, ColType, Schema};
 

@@ -7,9 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
 use crate::ckpt;
-use crate::config::{DataConfig, Operation};
-use crate::data::Dataset;
-use crate::metrics::fourier;
+use crate::metrics::{self, fourier};
 
 /// The correct-class logit of every pair, arranged by `(a + b) mod p` (rows) and
 /// `(a − b) mod p` (columns): the layout of the paper's distance-irrelevance table.
@@ -34,27 +32,11 @@ pub fn final_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(ckpt::list_run(run_dir)?.pop().map(|(_, p)| p))
 }
 
-/// The pairs, tokens and labels of a checkpoint: its run's dataset when it carries its config,
-/// else addition in the paper's layout (the released files).
-fn dataset_of(c: &ckpt::Checkpoint) -> Dataset {
-    let cfg = match &c.run {
-        Some(run) => run.data.clone(),
-        None => DataConfig {
-            p: c.model.p as u64,
-            operation: Operation::Add,
-            eq_token: c.model.n_ctx == 3,
-            separate_vocab: c.model.vocab >= 2 * c.model.p,
-            ..DataConfig::default()
-        },
-    };
-    Dataset::generate(&cfg)
-}
-
 /// Loads a checkpoint and tabulates its correct-class logits over all `p²` pairs.
 pub fn correct_logit_table(path: &Path) -> Result<LogitTable> {
     let c = ckpt::load(path)?;
     let model = c.transformer()?;
-    let data = dataset_of(&c);
+    let (data, _) = metrics::dataset_for(&c)?;
     let p = c.model.p;
     if data.len() != p * p {
         bail!("{}: the dataset has {} rows, expected p² = {}", path.display(), data.len(), p * p);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ckpt;
-use crate::config::DataConfig;
+use crate::data::DataConfig;
 use crate::data::Dataset;
 use crate::llc::transformer::{GradMode, RowsUsed, TrainingRows, TransformerTarget};
 use crate::llc::{estimate, NBeta, SgldConfig};
