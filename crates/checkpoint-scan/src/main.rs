@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use pizza_core::{cli, metrics};
+use pizza_core::{cli, metrics, run};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,7 +31,7 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
-    let opts = metrics::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
+    let opts = run::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     let started = std::time::Instant::now();
     let records = metrics::scan::run(&args.inputs, &args.out, &opts)?;
     let seconds = started.elapsed().as_secs_f64();

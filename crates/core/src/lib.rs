@@ -7,6 +7,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`model`]: the paper's transformer, with the released checkpoints' tensor names.
 - [`optim`]: AdamW with PyTorch semantics and the warm-up schedule.
 - [`train`]: one training run, checkpoints and the per-step metrics table.
+- [`run`]: a run directory, the identity its table rows carry, and the per-checkpoint stage loop.
 - [`ckpt`]: safetensors checkpoints (weights, metadata, optimizer state).
 - [`metrics`]: Pizza/Clock metrics (gradient symmetry, distance irrelevance, circularity, Fourier).
 - [`sampler`], [`llc`]: SGLD and the Local Learning Coefficient with its diagnostics.
@@ -30,6 +31,7 @@ pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod run;
 pub mod sampler;
 pub mod tables;
 pub mod train;

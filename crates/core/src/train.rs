@@ -22,42 +22,13 @@ use polars::prelude::{Column, DataFrame};
 use tracing::info;
 
 use crate::ckpt;
+use crate::run::RunDir;
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::model::{self, Params};
 use crate::optim::AdamW;
 use crate::rng;
 use crate::tables::{self, schemas};
-
-/// Files of one run directory.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    /// The directory.
-    pub dir: PathBuf,
-}
-
-impl RunDir {
-    /// Wraps a path.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RunDir { dir: dir.into() }
-    }
-    /// `checkpoints/`.
-    pub fn checkpoints(&self) -> PathBuf {
-        self.dir.join("checkpoints")
-    }
-    /// The final metrics table (written last: its presence means the run finished).
-    pub fn metrics(&self) -> PathBuf {
-        self.dir.join("metrics.parquet")
-    }
-    /// Metrics so far, rewritten at every checkpoint, for resuming.
-    pub fn partial_metrics(&self) -> PathBuf {
-        self.dir.join("metrics.partial.parquet")
-    }
-    /// The resolved config.
-    pub fn resolved_config(&self) -> PathBuf {
-        self.dir.join("config.resolved.yaml")
-    }
-}
 
 /// One metrics row (see [`schemas::TRAIN_METRICS`]).
 #[derive(Debug, Clone, PartialEq)]

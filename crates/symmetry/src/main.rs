@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use pizza_core::{cli, metrics};
+use pizza_core::{cli, metrics, run};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,7 +35,7 @@ struct Args {
 
 fn run(args: Args) -> Result<()> {
     let cfg = args.config.load()?;
-    let opts = metrics::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
+    let opts = run::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     let started = std::time::Instant::now();
     let records = metrics::symmetry::run(&args.inputs, &args.out, &cfg.analysis, &opts)?;
     let seconds = started.elapsed().as_secs_f64();

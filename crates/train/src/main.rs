@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
+use pizza_core::run::RunDir;
 use pizza_core::{cli, data::Dataset, train};
 
 #[global_allocator]
@@ -45,7 +46,7 @@ fn run(args: Args) -> Result<()> {
     };
     tracing::info!(run = %run.id, p = run.config.data.p, alpha = run.config.model.alpha, steps = run.config.train.steps, "training");
     let started = std::time::Instant::now();
-    let s = train::run(&run.config, &run.id, &data, &train::RunDir::new(&args.out))?;
+    let s = train::run(&run.config, &run.id, &data, &RunDir::new(&args.out))?;
     tracing::info!(
         first_train_acc_1 = ?s.first_train_acc_1,
         first_val_acc_1 = ?s.first_val_acc_1,
@@ -74,7 +75,7 @@ fn run_many(args: Args) -> Result<()> {
         None => Dataset::generate(&cfg.data),
     };
     let jobs: Vec<_> = picked.into_iter().map(|r| {
-        let dir = train::RunDir::new(args.out.join(&r.id));
+        let dir = RunDir::new(args.out.join(&r.id));
         (r.config, r.id, dir)
     }).collect();
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -31,8 +31,8 @@ use super::transformer::{TrainingRows, TransformerTarget};
 use super::{estimate, CalibrationGrid, CalibrationPoint, LlcEstimate, NBeta, RecommendCriteria, Recommendation, SgldConfig};
 use crate::ckpt::{self, Checkpoint};
 use crate::config::{self, Config};
-use crate::metrics::{self, RowKey};
-use crate::tables::{self, llc as schema};
+use crate::run::{RowKey, RunIdent};
+use crate::tables::{self, ids::key_columns, llc as schema};
 use crate::{fsio, interrupt};
 
 // ---------------------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ impl SummaryRow {
 
 fn summary_frame(rows: &[SummaryRow]) -> Result<DataFrame> {
     let n = rows.len();
-    let mut cols = metrics::key_columns(rows.iter().map(|r| &r.key));
+    let mut cols = key_columns(rows.iter().map(|r| &r.key));
     let f = |name: &str, g: &dyn Fn(&SummaryRow) -> f64| Column::new(name.into(), rows.iter().map(g).collect::<Vec<f64>>());
     let i = |name: &str, g: &dyn Fn(&SummaryRow) -> i64| Column::new(name.into(), rows.iter().map(g).collect::<Vec<i64>>());
     let s = |name: &str, g: &dyn Fn(&SummaryRow) -> String| Column::new(name.into(), rows.iter().map(g).collect::<Vec<String>>());
@@ -497,7 +497,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
         };
         out.push(SummaryRow {
             key: RowKey {
-                ident: metrics::RunIdent {
+                ident: RunIdent {
                     run: run[k].clone(),
                     p: p[k],
                     alpha: alpha[k],
@@ -572,7 +572,7 @@ pub struct EstimatePaths {
 impl EstimatePaths {
     /// The files for a summary path.
     pub fn new(out: &Path) -> EstimatePaths {
-        let trace = metrics::sibling(out, "trace");
+        let trace = tables::sibling(out, "trace");
         EstimatePaths {
             summary: out.to_path_buf(),
             partial_summary: out.with_extension("partial.parquet"),
@@ -738,7 +738,7 @@ fn write_tables(done: &[CheckpointLlc], summary: &Path, trace: &Path, inputs: &[
     } else {
         serde_json::to_string(settings)?
     };
-    let meta = metrics::table_meta("llc estimate", inputs, &[("llc_settings", settings_text)]);
+    let meta = tables::meta("llc estimate", inputs, &[("llc_settings", settings_text)]);
     tables::write_parquet(&mut trace_frame(done)?, &schema::LLC_TRACE, trace, &meta)?;
     tables::write_parquet(&mut summary_frame(&rows)?, &schema::LLC_SUMMARY, summary, &meta)?;
     Ok(())
@@ -910,7 +910,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
     }
     let key = RowKey::of(&ckpt);
     let mut df = calibration_frame(&key, &cells)?;
-    let meta = metrics::table_meta(
+    let meta = tables::meta(
         "llc calibrate",
         &[path.to_path_buf()],
         &[

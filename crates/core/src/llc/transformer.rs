@@ -21,7 +21,6 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
 use crate::ckpt::Checkpoint;
-use crate::metrics;
 use crate::model::{self, fast, ModelConfig, Params, Transformer};
 use crate::sampler::SgldTarget;
 
@@ -61,7 +60,7 @@ pub struct TrainingRows {
 impl TrainingRows {
     /// The rows of a checkpoint (see the module docs).
     pub fn of(ckpt: &Checkpoint) -> Result<TrainingRows> {
-        let (data, has_split) = metrics::dataset_for(ckpt)?;
+        let (data, has_split) = crate::run::dataset_for(ckpt)?;
         if data.n_ctx != ckpt.model.n_ctx {
             anyhow::bail!(
                 "{}: the dataset has {} positions per row but the model expects {}",

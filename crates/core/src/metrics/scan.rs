@@ -4,7 +4,7 @@ parameter norms, the Fourier spectrum of the operand token embeddings, its key f
 Nanda's restricted and excluded losses.
 
 Output: the main table (`tables::analysis::SCAN`, one row per checkpoint) at `--out`, and two
-long detail tables beside it (see [`super::sibling`]): `<stem>_spectrum.parquet`
+long detail tables beside it (see [`tables::sibling`]): `<stem>_spectrum.parquet`
 (`SCAN_SPECTRUM`, one row per checkpoint and frequency) and `<stem>_norms.parquet`
 (`SCAN_NORMS`, one row per checkpoint and tensor). The detail tables are written first and the
 main table last, so a present main table means a complete set.
@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
 
-use super::{fourier, key_columns, map_checkpoints, operand_embeddings, sibling, table_meta, Evaluation, RowKey, StageOptions};
+use super::{fourier, operand_embeddings, Evaluation};
 use crate::ckpt::Checkpoint;
-use crate::tables::{self, analysis};
+use crate::run::{map_checkpoints, RowKey, StageOptions};
+use crate::tables::{self, analysis, ids::key_columns, sibling};
 
 /// Everything `checkpoint-scan` measures on one checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,7 +167,7 @@ pub fn run(inputs: &[PathBuf], out: &Path, opts: &StageOptions) -> Result<Vec<Sc
     tracing::info!(checkpoints = paths.len(), out = %out.display(), "checkpoint-scan");
     let records = map_checkpoints(&paths, opts, "checkpoint-scan", scan_checkpoint)?;
     let mut t = frames(&records)?;
-    let meta = table_meta("checkpoint-scan", &paths, &[("key_factor", fourier::KEY_FACTOR.to_string())]);
+    let meta = tables::meta("checkpoint-scan", &paths, &[("key_factor", fourier::KEY_FACTOR.to_string())]);
     let (main, spectrum, norms) = output_paths(out);
     tables::write_parquet(&mut t.spectrum, &analysis::SCAN_SPECTRUM, &spectrum, &meta)?;
     tables::write_parquet(&mut t.norms, &analysis::SCAN_NORMS, &norms, &meta)?;

@@ -15,13 +15,11 @@ use candle_core::DType;
 use polars::prelude::{Column, DataFrame};
 
 use super::gradients::{self, GradientEngine, GradientSymmetry, Triples};
-use super::{
-    circularity, distance, fourier, key_columns, map_checkpoints, operand_embeddings, sibling, table_meta, w_e_tensor,
-    Evaluation, RowKey, StageOptions,
-};
+use super::{circularity, distance, fourier, operand_embeddings, w_e_tensor, Evaluation};
 use crate::ckpt::Checkpoint;
 use crate::config::AnalysisConfig;
-use crate::tables::{self, analysis};
+use crate::run::{map_checkpoints, RowKey, StageOptions};
+use crate::tables::{self, analysis, ids::key_columns, sibling};
 
 /// Which algorithm a checkpoint implements, by [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +222,7 @@ pub fn run(inputs: &[PathBuf], out: &Path, cfg: &AnalysisConfig, opts: &StageOpt
     tracing::info!(checkpoints = paths.len(), out = %out.display(), "symmetry");
     let records = map_checkpoints(&paths, opts, "symmetry", |ckpt| analyze(ckpt, cfg))?;
     let mut t = frames(&records)?;
-    let meta = table_meta(
+    let meta = tables::meta(
         "symmetry",
         &paths,
         &[("analysis_config", serde_json::to_string(cfg)?), ("key_factor", fourier::KEY_FACTOR.to_string())],

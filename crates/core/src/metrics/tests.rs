@@ -13,6 +13,9 @@ use crate::data::DataConfig;
 use crate::model::{Activation, ModelSettings};
 use crate::model::{ModelConfig, Params};
 use crate::tables::{self, analysis};
+use crate::ckpt;
+use crate::run::{dataset_for, RowKey, RunIdent, StageOptions};
+use crate::tables::{ids::key_columns, sibling};
 use crate::testing::{fixture, rel_err};
 
 fn released(run: &str) -> Checkpoint {
@@ -435,7 +438,7 @@ fn stages_on_a_run_directory_use_the_runs_split() {
     cfg.train.steps = 6;
     cfg.train.checkpoints = crate::config::CheckpointSchedule { log_points: 0, segments: vec![crate::config::ScheduleSegment { until: None, every: 3 }] };
     let data = Dataset::generate(&cfg.data);
-    crate::train::run(&cfg, "tiny", &data, &crate::train::RunDir::new(dir.join("run"))).unwrap();
+    crate::train::run(&cfg, "tiny", &data, &crate::run::RunDir::new(dir.join("run"))).unwrap();
 
     let opts = StageOptions { jobs: 2, progress: false };
     let out = dir.join("scan.parquet");

@@ -147,7 +147,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 // Plain rows.
 
 /// The columns that identify a run ([`schemas::RUN_ID_COLUMNS`]), as the analysis stages write them.
-pub use crate::metrics::RunIdent as RunId;
+pub use crate::run::RunIdent as RunId;
 
 /// One row of the training metrics.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
 use crate::ckpt;
-use crate::metrics::{self, fourier};
+use crate::metrics::fourier;
+use crate::run;
 
 /// The correct-class logit of every pair, arranged by `(a + b) mod p` (rows) and
 /// `(a − b) mod p` (columns): the layout of the paper's distance-irrelevance table.
@@ -36,7 +37,7 @@ pub fn final_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
 pub fn correct_logit_table(path: &Path) -> Result<LogitTable> {
     let c = ckpt::load(path)?;
     let model = c.transformer()?;
-    let (data, _) = metrics::dataset_for(&c)?;
+    let (data, _) = run::dataset_for(&c)?;
     let p = c.model.p;
     if data.len() != p * p {
         bail!("{}: the dataset has {} rows, expected p² = {}", path.display(), data.len(), p * p);

@@ -10,7 +10,7 @@ same columns.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use polars::prelude::{DataFrame, DataType, KeyValueMetadata, ParquetCompression, ParquetReader, ParquetWriter, SerReader, StatisticsOptions};
@@ -18,6 +18,7 @@ use polars::prelude::{DataFrame, DataType, KeyValueMetadata, ParquetCompression,
 use crate::fsio;
 
 pub mod analysis;
+pub mod ids;
 pub mod llc;
 pub mod schemas;
 
@@ -101,6 +102,25 @@ impl Schema {
         }
         s
     }
+}
+
+/// Key-value metadata of a stage's tables: the stage, the code's `git_sha`, the input files (one
+/// per line) and the stage's own settings in `extra`.
+pub fn meta(stage: &str, inputs: &[PathBuf], extra: &[(&str, String)]) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::new();
+    meta.insert("stage".into(), stage.to_string());
+    meta.insert("git_sha".into(), crate::ckpt::git_sha());
+    meta.insert("inputs".into(), inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join("\n"));
+    for (k, v) in extra {
+        meta.insert((*k).to_string(), v.clone());
+    }
+    meta
+}
+
+/// A detail table beside a stage's main table: `DIR/NAME.parquet` → `DIR/NAME_<suffix>.parquet`.
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
+    out.with_file_name(format!("{stem}_{suffix}.parquet"))
 }
 
 /// Writes `df` to `path` atomically, after checking it against `schema`, with `meta` as parquet

@@ -16,7 +16,8 @@ use crate::model::{ModelConfig, Params};
 use crate::sampler::SgldTarget;
 use crate::tables::llc as schema;
 use crate::testing::{fixture, rel_err};
-use crate::train::{self, RunDir};
+use crate::run::{RowKey, RunDir, RunIdent};
+use crate::train;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("llc-stage-{}-{name}", std::process::id()));
@@ -383,7 +384,7 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     est.mala_acceptance = Some(0.3);
     let text = flag_text(&est);
     assert!(text.contains("R-hat 1.5000 > 1.1") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
-    let key = RowKey { ident: crate::metrics::RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
+    let key = RowKey { ident: RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
     let row = SummaryRow::of(key, "train_split", &est, String::new(), String::new());
     assert!(row.flag_r_hat && row.flag_mala && row.flagged());
     assert!(!row.flag_spikes);
