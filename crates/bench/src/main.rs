@@ -99,8 +99,7 @@ impl Args {
             ["llc", m] => {
                 let path = self.llc_config.as_ref().context("--child llc needs --llc-config")?;
                 let cfg = pizza_core::config::load(path, &[])?;
-                let settings = pizza_core::llc::stage::parse_settings(&cfg.llc)?;
-                bench::llc_checkpoint(p(m)?, &pizza_core::llc::SgldConfig { threads, ..settings }, 1)
+                bench::llc_checkpoint(p(m)?, &pizza_core::llc::SgldConfig { threads, ..cfg.llc }, 1)
             }
             _ => bail!("--child {spec}: unknown measurement"),
         }

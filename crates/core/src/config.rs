@@ -5,7 +5,15 @@ A file is read as a YAML tree; `per_p` overrides for the chosen `p` are merged i
 overrides are applied last; only then is the tree deserialized, so an unknown key or a value of the
 wrong type is an error that names the key (with the nearest valid key as a hint). A config that
 deserializes is then [`Config::validate`]d for values that are out of range or contradict each
-other. [`Config::defaults`] (through `impl Default`) is the only source of default values.
+other. `impl Default` of each section is the only source of default values.
+
+Every section is typed, `llc:` included ([`SgldConfig`]), and [`load`] checks everything a later
+stage could trip over: the `per_p` blocks of every modulus (not only the one in force) and every
+grid point. So `gen-data --plan`, the first step of `make`, refuses a typo anywhere in the file
+before any training starts.
+
+The sections' types live with the code that uses them ([`DataConfig`] in `data`,
+[`ModelSettings`] in `model`, [`SgldConfig`] in `llc`); this module composes them.
 
 The YAML crate is `serde_yaml_ng`, the maintained drop-in successor of the archived `serde_yaml`
 (RUSTSEC-2024-0320); it is used only in this module.
@@ -19,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use crate::data::DataConfig;
+use crate::llc::SgldConfig;
 use crate::model::{ModelConfig, ModelSettings};
 
 /// The whole experiment: shared settings plus the grid of runs.
@@ -35,9 +44,8 @@ pub struct Config {
     pub train: TrainConfig,
     /// Pizza/Clock analysis.
     pub analysis: AnalysisConfig,
-    /// LLC estimation (the `llc` stage); kept as a YAML tree here and parsed by the llc module,
-    /// so that its schema lives next to its code.
-    pub llc: Value,
+    /// LLC estimation (the `llc` stage): the SGLD settings.
+    pub llc: SgldConfig,
     /// Grid of runs: dotted key → list of values; every combination is one run.
     pub grid: BTreeMap<String, Vec<Value>>,
     /// Overrides applied when `data.p` has the given value (merged before `--set`).
@@ -53,7 +61,7 @@ impl Default for Config {
             model: ModelSettings::default(),
             train: TrainConfig::default(),
             analysis: AnalysisConfig::default(),
-            llc: Value::Mapping(Default::default()),
+            llc: SgldConfig::default(),
             grid: BTreeMap::new(),
             per_p: BTreeMap::new(),
         }
@@ -240,6 +248,7 @@ impl Config {
         if t.steps > 10_000_000 {
             bail!("train.steps = {} is unreasonably large (limit 10,000,000)", t.steps);
         }
+        self.llc.validate().context("in section llc")?;
         for (key, values) in &self.grid {
             if values.is_empty() {
                 bail!("grid.{key} has no values");
@@ -358,16 +367,31 @@ pub fn load_str(text: &str, sets: &[String]) -> Result<Config> {
     for (k, v) in &overrides {
         set_path(&mut tree, k, v.clone()).with_context(|| format!("--set {k}"))?;
     }
-    // per_p for the p in force after the overrides; then the overrides again so they win.
     let p = tree.get("data").and_then(|d| d.get("p")).and_then(Value::as_u64).unwrap_or(DataConfig::default().p);
-    let per_p = tree.get("per_p").and_then(|m| m.get(Value::Number(p.into()))).cloned();
-    if let Some(over) = per_p {
+    let config = resolve(tree.clone(), p, &overrides)?;
+    // The other moduli's per_p blocks, each as if its p were chosen (`--set data.p` aside), so
+    // that a mistake in `per_p.113` is found now and not when someone first runs with P=113.
+    let others: Vec<(String, Value)> = overrides.iter().filter(|(k, _)| k != "data.p").cloned().collect();
+    for &q in config.per_p.keys().filter(|&&q| q != p) {
+        let mut t = tree.clone();
+        set_path(&mut t, "data.p", Value::Number(q.into()))?;
+        resolve(t, q, &others).with_context(|| format!("per_p.{q} (checked as if data.p = {q})"))?;
+    }
+    // Every grid point (each stage expands the grid again; this finds a bad point before any).
+    config.runs()?;
+    Ok(config)
+}
+
+/// The config for modulus `p`: the tree with its `per_p` block for `p` merged in, then the
+/// overrides again (so they win), deserialized and validated.
+fn resolve(mut tree: Value, p: u64, overrides: &[(String, Value)]) -> Result<Config> {
+    if let Some(over) = per_p_block(&tree, p) {
         let Value::Mapping(map) = over else { bail!("per_p.{p} must be a mapping of dotted keys") };
         for (k, v) in map {
             let k = k.as_str().with_context(|| format!("per_p.{p}: keys must be strings"))?.to_string();
             set_path(&mut tree, &k, v).with_context(|| format!("per_p.{p}.{k}"))?;
         }
-        for (k, v) in &overrides {
+        for (k, v) in overrides {
             set_path(&mut tree, k, v.clone())?;
         }
     }
@@ -376,19 +400,27 @@ pub fn load_str(text: &str, sets: &[String]) -> Result<Config> {
     Ok(config)
 }
 
+/// The `per_p` block of modulus `p`, keyed by the number or (as in JSON) by its text.
+fn per_p_block(tree: &Value, p: u64) -> Option<Value> {
+    let Some(Value::Mapping(blocks)) = tree.get("per_p") else { return None };
+    blocks.iter().find(|(k, _)| per_p_key(k) == Some(p)).map(|(_, v)| v.clone())
+}
+
+/// A `per_p` key as a modulus: an integer in YAML, a string in JSON (checkpoint metadata).
+fn per_p_key(k: &Value) -> Option<u64> {
+    match k {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// `per_p` keys are integers in YAML but strings in JSON (checkpoint metadata): accept both.
 fn per_p_keys<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<BTreeMap<u64, Value>, D::Error> {
     use serde::de::Error;
     let raw = serde_yaml_ng::Mapping::deserialize(de)?;
     raw.into_iter()
-        .map(|(k, v)| {
-            let p = match &k {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            };
-            p.map(|p| (p, v)).ok_or_else(|| D::Error::custom(format!("per_p keys must be moduli (integers), got {k:?}")))
-        })
+        .map(|(k, v)| per_p_key(&k).map(|p| (p, v)).ok_or_else(|| D::Error::custom(format!("per_p keys must be moduli (integers), got {k:?}"))))
         .collect()
 }
 

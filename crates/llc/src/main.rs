@@ -285,8 +285,8 @@ fn estimate(args: &EstimateArgs) -> Result<()> {
 fn calibrate(args: &CalibrateArgs) -> Result<()> {
     let cfg = args.config.load()?;
     let base = match args.run.as_deref() {
-        Some(id) => stage::parse_settings(&cfg.run(Some(id))?.config.llc)?,
-        None => stage::parse_settings(&cfg.llc)?,
+        Some(id) => cfg.run(Some(id))?.config.llc,
+        None => cfg.llc,
     };
     let grid = CalibrationGrid { epsilons: args.epsilons.clone(), nbetas: args.nbetas.clone(), gammas: args.gammas.clone() };
     let criteria = RecommendCriteria { flat_tolerance: args.flat_tolerance, min_acceptance: args.min_acceptance, ..RecommendCriteria::default() };

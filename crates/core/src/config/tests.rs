@@ -68,9 +68,8 @@ fn grid_expands_to_named_runs() {
     assert!(runs[5].config.grid.is_empty());
     assert!(c.run(None).is_err());
     assert!(format!("{:#}", c.run(Some("alpha3")).unwrap_err()).contains("alpha0_seed0"));
-    // A grid value of the wrong type is caught at expansion.
-    let c = load_str("grid: {model.alpha: [zero]}", &[]).unwrap();
-    assert!(c.runs().is_err());
+    // A grid value of the wrong type is caught at expansion, which loading does.
+    assert!(load_str("grid: {model.alpha: [zero]}", &[]).is_err());
 }
 
 #[test]
@@ -108,4 +107,37 @@ fn memory_estimate_refuses_huge_p() {
     assert!(a < 200 << 20, "{a}");
     assert!(b > 64 << 30, "{b}");
     assert!(load_str("", &["data.p=70000".into()]).is_err());
+}
+
+#[test]
+fn llc_section_parses_with_overrides_and_hints() {
+    use crate::llc::{NBeta, NBetaRule, SgldConfig};
+    let cfg = load_str("llc:\n  epsilon: 1.0e-3\n  batch_size: 512\n", &["llc.epsilon=2e-4".into(), "llc.nbeta=b_over_ln_b".into()]).unwrap();
+    let s = &cfg.llc;
+    assert_eq!(s.epsilon, 2e-4);
+    assert_eq!(s.batch_size, Some(512));
+    assert_eq!(s.nbeta, NBeta::Rule(NBetaRule::BOverLnB));
+    assert_eq!(s.chains, SgldConfig::default().chains);
+    assert_eq!(load_str("", &[]).unwrap().llc, SgldConfig::default());
+    let e = err("llc:\n  epsilom: 1.0e-3\n", &[]);
+    assert!(e.contains("epsilom") && e.contains("did you mean `epsilon`"), "{e}");
+    assert!(err("llc:\n  chains: 0\n", &[]).contains("chains"));
+}
+
+/// A mistake in a section that only a later stage reads, or in a `per_p` block of a modulus not
+/// in force, or in one grid point, is refused when the file is loaded.
+#[test]
+fn every_per_p_block_and_grid_point_is_checked_at_load() {
+    let e = err("per_p:\n  113: {llc.epsilom: 1.0e-4}\n", &[]);
+    assert!(e.contains("per_p.113") && e.contains("did you mean `epsilon`"), "{e}");
+    let e = err("per_p:\n  113: {train.lr: -1}\n", &["data.p=59".into()]);
+    assert!(e.contains("per_p.113") && e.contains("train.lr"), "{e}");
+    // The same block is fine for the modulus in force, and a good block for another p is fine.
+    assert!(load_str("per_p:\n  113: {train.lr: 1.0e-4}\n", &[]).is_ok());
+    let c = load_str("per_p:\n  113: {train.lr: 1.0e-4}\n", &["data.p=113".into()]).unwrap();
+    assert_eq!(c.train.lr, 1e-4);
+    let e = err("grid: {llc.gamma: [1, -5]}", &[]);
+    assert!(e.contains("grid point") && e.contains("gamma"), "{e}");
+    let e = err("grid: {llc.gama: [1, 5]}", &[]);
+    assert!(e.contains("did you mean `gamma`"), "{e}");
 }

@@ -2,9 +2,9 @@
 The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, tables out
 (`tables::llc`); see `docs/llc.md` for the method, the settings and what the columns mean.
 
-**Settings.** The SGLD settings are the experiment file's `llc:` section ([`parse_settings`]: an
-[`SgldConfig`], unknown keys are errors with the nearest valid key), with `--set llc.x=v`
-overrides through the normal config path; the data (dataset, split, hence the rows and `n`) come
+**Settings.** The SGLD settings are the experiment file's `llc:` section (`Config::llc`, an
+[`SgldConfig`], checked when the file is loaded), with `--set llc.x=v` overrides through the
+normal config path; the data (dataset, split, hence the rows and `n`) come
 from each checkpoint's own `pizza_config` ([`super::transformer::TrainingRows`]). When the grid
 varies `llc.*` keys, each checkpoint takes the settings of the grid run with its run id
 ([`SettingsSource`]).
@@ -25,45 +25,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use polars::prelude::{Column, DataFrame};
-use serde_yaml_ng::Value;
 
 use super::transformer::{TrainingRows, TransformerTarget};
 use super::{estimate, CalibrationGrid, CalibrationPoint, LlcEstimate, NBeta, RecommendCriteria, Recommendation, SgldConfig};
 use crate::ckpt::{self, Checkpoint};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::run::{RowKey, RunIdent};
 use crate::tables::{self, ids::key_columns, llc as schema};
 use crate::{fsio, interrupt};
 
 // ---------------------------------------------------------------------------------------------
 // Settings
-
-/// Parses an `llc:` section into [`SgldConfig`] and validates it. An absent or empty section is
-/// [`SgldConfig::default()`]; an unknown key is an error with the nearest valid key.
-pub fn parse_settings(section: &Value) -> Result<SgldConfig> {
-    let settings = match section {
-        Value::Null => SgldConfig::default(),
-        Value::Mapping(m) if m.is_empty() => SgldConfig::default(),
-        Value::Mapping(_) => {
-            // Through text, like the rest of the config, so errors carry the key's path.
-            let text = serde_yaml_ng::to_string(section).context("re-serializing the llc section")?;
-            serde_yaml_ng::from_str::<SgldConfig>(&text).map_err(|e| {
-                let msg = e.to_string();
-                let msg = match msg.rfind(" at line ") {
-                    Some(i) => msg[..i].to_string(),
-                    None => msg,
-                };
-                match config::unknown_field_hint(&msg) {
-                    Some(hint) => anyhow::anyhow!("llc: {msg} ({hint})"),
-                    None => anyhow::anyhow!("llc: {msg}"),
-                }
-            })?
-        }
-        other => bail!("llc must be a mapping of SGLD settings (epsilon, gamma, nbeta, …), got {other:?}"),
-    };
-    settings.validate().context("in section llc")?;
-    Ok(settings)
-}
 
 /// Where each checkpoint's settings come from (see the module docs).
 #[derive(Debug, Clone)]
@@ -80,17 +52,13 @@ impl SettingsSource {
     pub fn from_config(cfg: &Config, run: Option<&str>) -> Result<SettingsSource> {
         if let Some(id) = run {
             let r = cfg.run(Some(id))?;
-            return Ok(SettingsSource::Fixed(parse_settings(&r.config.llc).with_context(|| format!("run {id}"))?));
+            return Ok(SettingsSource::Fixed(r.config.llc));
         }
         if cfg.grid.keys().any(|k| k.starts_with("llc.")) {
-            let mut by_run = BTreeMap::new();
-            for r in cfg.runs()? {
-                let s = parse_settings(&r.config.llc).with_context(|| format!("run {}", r.id))?;
-                by_run.insert(r.id, s);
-            }
+            let by_run = cfg.runs()?.into_iter().map(|r| (r.id, r.config.llc)).collect();
             return Ok(SettingsSource::PerRun(by_run));
         }
-        Ok(SettingsSource::Fixed(parse_settings(&cfg.llc)?))
+        Ok(SettingsSource::Fixed(cfg.llc.clone()))
     }
 
     /// The settings for one checkpoint.
