@@ -311,7 +311,7 @@ fn calibrate(args: &CalibrateArgs) -> Result<()> {
             e.r_hat,
             e.ess_bulk,
             e.mala_acceptance.map_or("n/a".into(), |a| format!("{a:.3}")),
-            if e.flags.any() { e.flag_summary() } else { "-".into() },
+            if e.flags.chains_flagged() { e.flag_summary() } else { "-".into() },
             if c.recommended { "   <= recommended" } else { "" }
         );
     }
@@ -358,7 +358,7 @@ fn validate(args: &ValidateArgs) -> Result<()> {
             100.0 * r.relative_error,
             started.elapsed().as_secs_f64()
         );
-        if r.estimate.flags.any() {
+        if r.estimate.flags.chains_flagged() {
             eprintln!("warning: {}: {}", r.model, r.estimate.summary());
         } else {
             tracing::info!("{}: {}", r.model, r.estimate.summary());

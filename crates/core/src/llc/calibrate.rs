@@ -4,7 +4,7 @@ settings from it.
 
 The usual recipe (Lau et al.; devinterp's calibration notebook): the estimate should not depend on
 ε once ε is small enough, so look for the region where it is flat in ε, keep only healthy runs
-(no flagged chain, MALA acceptance in a sane range), and take the largest ε there: the largest
+([`LlcEstimate::healthy`]: no flag, MALA acceptance in a sane range), and take the largest ε there: the largest
 step that does not change the answer mixes fastest.
 */
 
@@ -137,52 +137,36 @@ where
 }
 
 impl Calibration {
-    /// The largest ε whose estimate is flat (relative change from the next smaller ε of the same
-    /// nβ and γ at most `flat_tolerance`) with both points healthy. Ties in ε (several nβ or γ)
-    /// go to the flattest. `None` when no point qualifies: widen or refine the grid.
+    /// The recommendation of this sweep (see [`recommend`]).
     pub fn recommend(&self, criteria: &RecommendCriteria) -> Option<Recommendation> {
-        let healthy = |p: &CalibrationPoint| {
-            let e = &p.estimate;
-            let acceptance_ok = e
-                .mala_acceptance
-                .is_none_or(|a| a >= criteria.min_acceptance && a <= criteria.max_acceptance);
-            !e.flags.any() && e.llc_mean.is_finite() && acceptance_ok
-        };
-        let mut best: Option<Recommendation> = None;
-        for (i, p) in self.points.iter().enumerate() {
-            // The next smaller ε of the same series: points are sorted by ε within a series.
-            let Some(prev) = self.points[..i]
-                .iter()
-                .rev()
-                .find(|q| q.gamma == p.gamma && q.nbeta == p.nbeta && q.epsilon < p.epsilon)
-            else {
-                continue;
-            };
-            if !(healthy(p) && healthy(prev)) {
-                continue;
-            }
-            let change =
-                ((p.estimate.llc_mean - prev.estimate.llc_mean) / prev.estimate.llc_mean).abs();
-            if change.is_nan() || change > criteria.flat_tolerance {
-                continue;
-            }
-            let candidate = Recommendation {
-                epsilon: p.epsilon,
-                nbeta: p.nbeta,
-                gamma: p.gamma,
-                llc_mean: p.estimate.llc_mean,
-                relative_change: change,
-            };
-            let better = match &best {
-                None => true,
-                Some(b) => {
-                    p.epsilon > b.epsilon || (p.epsilon == b.epsilon && change < b.relative_change)
-                }
-            };
-            if better {
-                best = Some(candidate);
-            }
-        }
-        best
+        recommend(&self.points, criteria)
     }
+}
+
+/// The largest ε whose estimate is flat (relative change from the next smaller ε of the same nβ
+/// and γ at most `flat_tolerance`) with both points [`LlcEstimate::healthy`]. Ties in ε (several
+/// nβ or γ) go to the flattest. `None` when no point qualifies: widen or refine the grid.
+pub fn recommend(points: &[CalibrationPoint], criteria: &RecommendCriteria) -> Option<Recommendation> {
+    let mut best: Option<Recommendation> = None;
+    for (i, p) in points.iter().enumerate() {
+        // The next smaller ε of the same series: points are sorted by ε within a series.
+        let Some(prev) = points[..i].iter().rev().find(|q| q.gamma == p.gamma && q.nbeta == p.nbeta && q.epsilon < p.epsilon) else {
+            continue;
+        };
+        if !(p.estimate.healthy(criteria) && prev.estimate.healthy(criteria)) {
+            continue;
+        }
+        let change = ((p.estimate.llc_mean - prev.estimate.llc_mean) / prev.estimate.llc_mean).abs();
+        if change.is_nan() || change > criteria.flat_tolerance {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some(b) => p.epsilon > b.epsilon || (p.epsilon == b.epsilon && change < b.relative_change),
+        };
+        if better {
+            best = Some(Recommendation { epsilon: p.epsilon, nbeta: p.nbeta, gamma: p.gamma, llc_mean: p.estimate.llc_mean, relative_change: change });
+        }
+    }
+    best
 }

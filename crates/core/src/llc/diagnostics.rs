@@ -1,6 +1,9 @@
 /*!
 MCMC convergence diagnostics on scalar traces: split R-hat, effective sample size (bulk ESS),
-and the "trace still rising" test behind the `not_converged` flag.
+the "trace still rising" test behind the `not_converged` flag, and the health rules an estimate is
+judged by: the thresholds [`R_HAT_MAX`], [`MALA_MIN`], [`SPIKE_Z`] and [`spiking_chains`]. These
+are the one definition of a healthy estimate: `LlcEstimate` carries the flags they raise, the
+tables and the calibration's recommendation read them there.
 
 R-hat and ESS follow Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), *Rank-normalization,
 folding, and localization: an improved R-hat for assessing convergence of MCMC*, as implemented in
@@ -12,6 +15,66 @@ autocovariances, Geyer's initial positive and initial monotone sequences, and th
 /// How many standard errors the last quarter's mean must exceed the previous quarter's by for a
 /// trace to count as still rising.
 pub const RISING_Z: f64 = 4.0;
+
+/// Split R-hat above this marks chains that disagree (Vehtari et al. 2021 recommend 1.01 for
+/// final inferences; 1.1 is the classic looser bound, fitting the short chains a stage can
+/// afford). On the p = 59 models, chains at γ ≤ 30 or with too small a burn-in exceed it.
+pub const R_HAT_MAX: f64 = 1.1;
+
+/// Mean MALA acceptance below this marks a step size with a large discretisation error. On the
+/// p = 59 models the estimate moved by ≥ 10 % once the acceptance fell below ~0.9, and chains
+/// spiked or diverged below ~0.7 (docs/llc.md); 0.8 is the line between the two.
+pub const MALA_MIN: f64 = 0.8;
+
+/// A chain is spiking when its largest per-draw estimate lies more than this many robust
+/// standard deviations (1.4826 × the median absolute deviation of all surviving chains' draws)
+/// above their median. On the p = 59 models healthy chains stay within 10 and chains whose step
+/// size is too large for the checkpoint (thrown out of the basin and pulled back by γ, without
+/// reaching the divergence threshold) reach 140–770; R-hat, being rank-based, does not see them.
+pub const SPIKE_Z: f64 = 30.0;
+
+/// Chains that spike (see [`SPIKE_Z`]), with the largest per-draw value among them and the
+/// median of all draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spikes {
+    /// The spiking chains' ids, in the order given.
+    pub chains: Vec<usize>,
+    /// Their largest per-draw value (−∞ when none spikes, NaN when there is too little to judge).
+    pub worst: f64,
+    /// The median of all finite draws (NaN with fewer than 8).
+    pub median: f64,
+}
+
+/// The chains (id, per-draw values) whose largest value lies more than [`SPIKE_Z`] robust
+/// standard deviations above the median of all of them. Fewer than 8 finite draws, or draws
+/// without spread, are too little to judge: no chain spikes.
+pub fn spiking_chains(per_chain: &[(usize, Vec<f64>)]) -> Spikes {
+    let mut all: Vec<f64> = per_chain.iter().flat_map(|(_, d)| d.iter().copied()).filter(|x| x.is_finite()).collect();
+    if all.len() < 8 {
+        return Spikes { chains: Vec::new(), worst: f64::NAN, median: f64::NAN };
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    };
+    let med = median(&mut all);
+    let mut dev: Vec<f64> = all.iter().map(|x| (x - med).abs()).collect();
+    let mad = 1.4826 * median(&mut dev);
+    if mad.is_nan() || mad <= 0.0 {
+        return Spikes { chains: Vec::new(), worst: f64::NAN, median: med };
+    }
+    let mut worst = f64::NEG_INFINITY;
+    let mut chains = Vec::new();
+    for (c, d) in per_chain {
+        let max = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if max > med + SPIKE_Z * mad {
+            chains.push(*c);
+            worst = worst.max(max);
+        }
+    }
+    Spikes { chains, worst, median: med }
+}
 
 /// Classic split R-hat (Gelman et al., BDA3): each chain is cut into two halves (the middle draw
 /// dropped when the length is odd) and the halves are compared. NaN with fewer than 4 draws.

@@ -1,11 +1,14 @@
 /*!
-From SGLD traces to an LLC estimate with its diagnostics and health flags.
+From SGLD traces to an LLC estimate with its diagnostics and every health flag: the chains' own
+(diverged, negative, not converged) and the diagnostics' (R-hat, MALA acceptance, spikes; the
+rules are in [`super::diagnostics`]). Whatever judges an estimate (the tables' `flags` columns, the
+calibration's recommendation) reads the flags an [`LlcEstimate`] carries.
 */
 
 use serde::{Deserialize, Serialize};
 
-use super::diagnostics::{ess_bulk, mean, rhat, sample_variance, still_rising};
-use super::{LlcError, LossAtWstar, SgldConfig};
+use super::diagnostics::{ess_bulk, mean, rhat, sample_variance, spiking_chains, still_rising, Spikes, MALA_MIN, R_HAT_MAX};
+use super::{LlcError, LossAtWstar, RecommendCriteria, SgldConfig};
 use crate::sampler::{run_chains, ChainPlan, ChainTrace, Minibatches, RmsProp, SgldTarget};
 
 /// Health flags of one chain.
@@ -45,7 +48,7 @@ pub struct ChainEstimate {
     pub flags: ChainFlags,
 }
 
-/// Counts of flagged chains over the whole estimate.
+/// The health flags of a whole estimate: counts of flagged chains, and the diagnostics' flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EstimateFlags {
     /// Chains that diverged (excluded from the mean, std, R-hat and ESS).
@@ -56,12 +59,24 @@ pub struct EstimateFlags {
     pub not_converged: usize,
     /// The mean over healthy chains is negative (or there is no healthy chain).
     pub negative_mean: bool,
+    /// R-hat above [`R_HAT_MAX`]: the chains disagree.
+    pub r_hat: bool,
+    /// Mean MALA acceptance below [`MALA_MIN`]: ε is too large.
+    pub mala: bool,
+    /// Some chain spiked (see [`super::diagnostics::SPIKE_Z`]).
+    pub spikes: bool,
 }
 
 impl EstimateFlags {
-    /// Whether anything is flagged.
-    pub fn any(&self) -> bool {
+    /// Whether the chains themselves are flagged: one diverged, is negative or had not levelled
+    /// off, or the mean is negative.
+    pub fn chains_flagged(&self) -> bool {
         self.diverged + self.negative + self.not_converged > 0 || self.negative_mean
+    }
+
+    /// Whether any flag is set: the chains' or the diagnostics' (R-hat, MALA, spikes).
+    pub fn flagged(&self) -> bool {
+        self.chains_flagged() || self.r_hat || self.mala || self.spikes
     }
 }
 
@@ -142,7 +157,58 @@ impl LlcEstimate {
         )
     }
 
-    /// The flags in words, or "none".
+    /// Sets the diagnostics' flags (R-hat, MALA acceptance, spikes) from the statistics and
+    /// draws. [`estimate`] calls it; call it again after editing those.
+    pub fn diagnose(&mut self) {
+        self.flags.r_hat = self.r_hat.is_finite() && self.r_hat > R_HAT_MAX;
+        self.flags.mala = self.mala_acceptance.is_some_and(|a| a.is_finite() && a < MALA_MIN);
+        self.flags.spikes = !self.spiking_chains().chains.is_empty();
+    }
+
+    /// The chains that spike, among those that did not diverge (see [`spiking_chains`]).
+    pub fn spiking_chains(&self) -> Spikes {
+        let per_chain: Vec<(usize, Vec<f64>)> =
+            self.chains.iter().filter(|c| !c.flags.diverged).map(|c| (c.chain, self.draw_estimates(c.chain))).collect();
+        spiking_chains(&per_chain)
+    }
+
+    /// Whether the estimate is healthy enough to recommend its settings: no flag of the chains,
+    /// a finite estimate, no R-hat or spike flag, and MALA acceptance within `criteria` (which
+    /// replaces the [`MALA_MIN`] flag there). R-hat counts because on the transformer the series
+    /// with nβ = B/ln B reached R-hat 1.15 at the ε a rule without it picked.
+    pub fn healthy(&self, criteria: &RecommendCriteria) -> bool {
+        let acceptance_ok = self.mala_acceptance.is_none_or(|a| a >= criteria.min_acceptance && a <= criteria.max_acceptance);
+        !self.flags.chains_flagged() && self.llc_mean.is_finite() && acceptance_ok && !self.flags.r_hat && !self.flags.spikes
+    }
+
+    /// Every flag in words (the chains', then R-hat, MALA and spikes); empty when none is set.
+    pub fn flag_text(&self) -> String {
+        let mut parts = Vec::new();
+        if self.flags.chains_flagged() {
+            parts.push(self.flag_summary());
+        }
+        if self.flags.r_hat {
+            parts.push(format!("R-hat {:.4} > {R_HAT_MAX} (chains disagree: more burn-in or larger γ)", self.r_hat));
+        }
+        if self.flags.mala {
+            parts.push(format!("MALA acceptance {:.4} < {MALA_MIN} (ε too large)", self.mala_acceptance.unwrap_or(f64::NAN)));
+        }
+        if self.flags.spikes {
+            let s = self.spiking_chains();
+            let ids: Vec<String> = s.chains.iter().map(usize::to_string).collect();
+            parts.push(format!(
+                "{}/{} chains spiked (chains {}; largest per-draw estimate {:.0} against a median of {:.1}: ε too large for this checkpoint)",
+                s.chains.len(),
+                self.chains.len(),
+                ids.join(","),
+                s.worst,
+                s.median
+            ));
+        }
+        parts.join("; ")
+    }
+
+    /// The chains' flags in words, or "none".
     pub fn flag_summary(&self) -> String {
         let list = |pick: fn(&ChainFlags) -> bool| {
             let ids: Vec<String> = self
@@ -332,13 +398,14 @@ fn summarize(
         negative: count(|f| f.negative),
         not_converged: count(|f| f.not_converged),
         negative_mean: llc_mean.is_nan() || llc_mean < 0.0,
+        ..EstimateFlags::default()
     };
     let (r_hat, ess) = if healthy_draws.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
         (rhat(&healthy_draws), ess_bulk(&healthy_draws))
     };
-    LlcEstimate {
+    let mut estimate = LlcEstimate {
         config,
         n_train,
         n_params,
@@ -353,5 +420,7 @@ fn summarize(
         ess_bulk: ess,
         mala_acceptance: (!mala_all.is_empty()).then(|| mean(&mala_all)),
         flags,
-    }
+    };
+    estimate.diagnose();
+    estimate
 }

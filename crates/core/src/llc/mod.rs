@@ -5,8 +5,9 @@ calibration, and validation on models whose LLC is known.
 - [`config`]: [`SgldConfig`], the settings of one estimate (serde, the single source of defaults).
 - [`estimate()`]: runs the chains ([`crate::sampler`]) and computes, per chain,
   `λ̂ = nβ·(mean over draws of L_B(w_t) − L(w*))`, then the mean and sample std over chains, split
-  R-hat, bulk ESS, the MALA acceptance rate and the health flags ([`LlcEstimate`]).
-- [`diagnostics`]: R-hat, ESS (Vehtari et al. 2021) and the "still rising" rule.
+  R-hat, bulk ESS, the MALA acceptance rate and every health flag ([`LlcEstimate`]).
+- [`diagnostics`]: R-hat, ESS (Vehtari et al. 2021), the "still rising" rule, and the health
+  thresholds (R-hat, MALA acceptance, spikes): the one definition of a healthy estimate.
 - [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
 - [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
   [`analytic::validate`].
@@ -31,7 +32,8 @@ mod tests;
 pub mod transformer;
 
 pub use calibrate::{
-    calibrate, Calibration, CalibrationGrid, CalibrationPoint, RecommendCriteria, Recommendation,
+    calibrate, recommend, Calibration, CalibrationGrid, CalibrationPoint, RecommendCriteria,
+    Recommendation,
 };
 pub use config::{LossAtWstar, NBeta, NBetaRule, SgldConfig};
 pub use estimate::{estimate, ChainEstimate, ChainFlags, EstimateFlags, LlcEstimate};

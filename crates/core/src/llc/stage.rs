@@ -132,93 +132,6 @@ pub fn select_checkpoints(inputs: &[PathBuf], every: Option<usize>, steps: Optio
 }
 
 // ---------------------------------------------------------------------------------------------
-// Health beyond the estimator's own flags
-
-/// Split R-hat above this marks chains that disagree (Vehtari et al. 2021 recommend 1.01 for
-/// final inferences; 1.1 is the classic looser bound, fitting the short chains a stage can
-/// afford). On the p = 59 models, chains at γ ≤ 30 or with too small a burn-in exceed it.
-pub const R_HAT_MAX: f64 = 1.1;
-
-/// Mean MALA acceptance below this marks a step size with a large discretisation error. On the
-/// p = 59 models the estimate moved by ≥ 10 % once the acceptance fell below ~0.9, and chains
-/// spiked or diverged below ~0.7 (docs/llc.md); 0.8 is the line between the two.
-pub const MALA_MIN: f64 = 0.8;
-
-/// A chain is spiking when its largest per-draw estimate lies more than this many robust
-/// standard deviations (1.4826 × the median absolute deviation of all surviving chains' draws)
-/// above their median. On the p = 59 models healthy chains stay within 10 and chains whose step
-/// size is too large for the checkpoint (thrown out of the basin and pulled back by γ, without
-/// reaching the divergence threshold) reach 140–770; R-hat, being rank-based, does not see them.
-pub const SPIKE_Z: f64 = 30.0;
-
-/// The chains that spike (see [`SPIKE_Z`]), with the largest per-draw estimate and the median.
-pub fn spiking_chains(e: &LlcEstimate) -> (Vec<usize>, f64, f64) {
-    let per_chain: Vec<(usize, Vec<f64>)> =
-        e.chains.iter().filter(|c| !c.flags.diverged).map(|c| (c.chain, e.draw_estimates(c.chain))).collect();
-    let mut all: Vec<f64> = per_chain.iter().flat_map(|(_, d)| d.iter().copied()).filter(|x| x.is_finite()).collect();
-    if all.len() < 8 {
-        return (Vec::new(), f64::NAN, f64::NAN);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-    };
-    let med = median(&mut all);
-    let mut dev: Vec<f64> = all.iter().map(|x| (x - med).abs()).collect();
-    let mad = 1.4826 * median(&mut dev);
-    if mad.is_nan() || mad <= 0.0 {
-        return (Vec::new(), f64::NAN, med);
-    }
-    let mut worst = f64::NEG_INFINITY;
-    let mut chains = Vec::new();
-    for (c, d) in &per_chain {
-        let max = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if max > med + SPIKE_Z * mad {
-            chains.push(*c);
-            worst = worst.max(max);
-        }
-    }
-    (chains, worst, med)
-}
-
-/// Whether R-hat is above [`R_HAT_MAX`].
-pub fn r_hat_flagged(e: &LlcEstimate) -> bool {
-    e.r_hat.is_finite() && e.r_hat > R_HAT_MAX
-}
-
-/// Whether the MALA acceptance is below [`MALA_MIN`].
-pub fn mala_flagged(e: &LlcEstimate) -> bool {
-    e.mala_acceptance.is_some_and(|a| a.is_finite() && a < MALA_MIN)
-}
-
-/// Every health flag of an estimate in words (the estimator's, then R-hat, MALA and spikes);
-/// empty when healthy.
-pub fn flag_text(e: &LlcEstimate) -> String {
-    let mut parts = Vec::new();
-    if e.flags.any() {
-        parts.push(e.flag_summary());
-    }
-    if r_hat_flagged(e) {
-        parts.push(format!("R-hat {:.4} > {R_HAT_MAX} (chains disagree: more burn-in or larger γ)", e.r_hat));
-    }
-    if mala_flagged(e) {
-        parts.push(format!("MALA acceptance {:.4} < {MALA_MIN} (ε too large)", e.mala_acceptance.unwrap_or(f64::NAN)));
-    }
-    let (spiking, worst, med) = spiking_chains(e);
-    if !spiking.is_empty() {
-        let ids: Vec<String> = spiking.iter().map(usize::to_string).collect();
-        parts.push(format!(
-            "{}/{} chains spiked (chains {}; largest per-draw estimate {worst:.0} against a median of {med:.1}: ε too large for this checkpoint)",
-            spiking.len(),
-            e.chains.len(),
-            ids.join(",")
-        ));
-    }
-    parts.join("; ")
-}
-
-// ---------------------------------------------------------------------------------------------
 // Rows
 
 /// One summary row of `llc.parquet` ([`schema::LLC_SUMMARY`]).
@@ -258,11 +171,11 @@ pub struct SummaryRow {
     pub n_not_converged: i64,
     /// See [`super::EstimateFlags`].
     pub negative_mean: bool,
-    /// R-hat above [`R_HAT_MAX`].
+    /// See [`super::EstimateFlags::r_hat`].
     pub flag_r_hat: bool,
-    /// MALA acceptance below [`MALA_MIN`].
+    /// See [`super::EstimateFlags::mala`].
     pub flag_mala: bool,
-    /// Some chain spiked ([`SPIKE_Z`]).
+    /// See [`super::EstimateFlags::spikes`].
     pub flag_spikes: bool,
     /// Flags in words, empty when healthy.
     pub flags: String,
@@ -320,10 +233,10 @@ impl SummaryRow {
             n_negative: est.flags.negative as i64,
             n_not_converged: est.flags.not_converged as i64,
             negative_mean: est.flags.negative_mean,
-            flag_r_hat: r_hat_flagged(est),
-            flag_mala: mala_flagged(est),
-            flag_spikes: !spiking_chains(est).0.is_empty(),
-            flags: flag_text(est),
+            flag_r_hat: est.flags.r_hat,
+            flag_mala: est.flags.mala,
+            flag_spikes: est.flags.spikes,
+            flags: est.flag_text(),
             settings: SgldConfig { threads: 0, batch_size: None, ..est.config.clone() },
             batch_size: est.batch_size as i64,
             divergence_loss: est.divergence_loss,
@@ -768,43 +681,6 @@ pub struct CalibrateOptions {
     pub criteria: RecommendCriteria,
 }
 
-/// Whether an estimate is healthy for a recommendation: no flag of the estimator, a finite
-/// estimate, R-hat at most [`R_HAT_MAX`], no spiking chain, and MALA acceptance within the
-/// criteria's bounds. (The
-/// estimator's own [`super::Calibration::recommend`] does not look at R-hat; on the transformer
-/// the series with nβ = B/ln B reached R-hat 1.15 at the ε it would have picked.)
-pub fn healthy(e: &LlcEstimate, criteria: &RecommendCriteria) -> bool {
-    let acceptance_ok = e.mala_acceptance.is_none_or(|a| a >= criteria.min_acceptance && a <= criteria.max_acceptance);
-    !e.flags.any() && e.llc_mean.is_finite() && acceptance_ok && !r_hat_flagged(e) && spiking_chains(e).0.is_empty()
-}
-
-/// The largest ε whose estimate is flat (relative change from the next smaller ε of the same nβ
-/// and γ at most `flat_tolerance`) with both points [`healthy`]; ties in ε go to the flattest.
-/// The rule of [`super::Calibration::recommend`], with R-hat added to health.
-pub fn recommend(points: &[CalibrationPoint], criteria: &RecommendCriteria) -> Option<Recommendation> {
-    let mut best: Option<Recommendation> = None;
-    for (i, p) in points.iter().enumerate() {
-        let Some(prev) = points[..i].iter().rev().find(|q| q.gamma == p.gamma && q.nbeta == p.nbeta && q.epsilon < p.epsilon) else {
-            continue;
-        };
-        if !(healthy(&p.estimate, criteria) && healthy(&prev.estimate, criteria)) {
-            continue;
-        }
-        let change = ((p.estimate.llc_mean - prev.estimate.llc_mean) / prev.estimate.llc_mean).abs();
-        if change.is_nan() || change > criteria.flat_tolerance {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some(b) => p.epsilon > b.epsilon || (p.epsilon == b.epsilon && change < b.relative_change),
-        };
-        if better {
-            best = Some(Recommendation { epsilon: p.epsilon, nbeta: p.nbeta, gamma: p.gamma, llc_mean: p.estimate.llc_mean, relative_change: change });
-        }
-    }
-    best
-}
-
 /// The settings of one calibration cell: `base` at step size `epsilon`, with the step counts
 /// scaled for equal sampling time when asked (see [`CalibrateOptions::equal_time_at`]).
 pub fn cell_settings(base: &SgldConfig, epsilon: f64, equal_time_at: Option<f64>) -> SgldConfig {
@@ -855,7 +731,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
                     settings.push(s);
                 }
             }
-            let rec = recommend(&points, &opts.criteria);
+            let rec = super::recommend(&points, &opts.criteria);
             let b = SgldConfig { batch_size: batch, ..base.clone() }.resolved_batch_size(rows.len())?;
             recommendations.push(SeriesRecommendation { gamma, batch_size: b, recommendation: rec });
             let mut prev: Option<(NBeta, f64)> = None;
@@ -868,7 +744,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
                 let is_rec = rec.is_some_and(|r| r.epsilon == pt.epsilon && r.nbeta == pt.nbeta && r.gamma == pt.gamma);
                 cells.push(CalibrationCell {
                     settings: s,
-                    healthy: healthy(&pt.estimate, &opts.criteria),
+                    healthy: pt.estimate.healthy(&opts.criteria),
                     relative_change: rel,
                     recommended: is_rec,
                     estimate: pt.estimate,
@@ -922,7 +798,7 @@ fn calibration_frame(key: &RowKey, cells: &[CalibrationCell]) -> Result<DataFram
             i("n_diverged", &|c| c.estimate.flags.diverged as i64),
             i("n_negative", &|c| c.estimate.flags.negative as i64),
             i("n_not_converged", &|c| c.estimate.flags.not_converged as i64),
-            s("flags", &|c| flag_text(&c.estimate)),
+            s("flags", &|c| c.estimate.flag_text()),
             b("healthy", &|c| c.healthy),
             f("relative_change", &|c| c.relative_change),
             b("recommended", &|c| c.recommended),

@@ -366,10 +366,12 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     est.flags = Default::default();
     est.r_hat = 1.0;
     est.mala_acceptance = Some(0.95);
-    assert_eq!(flag_text(&est), "");
+    est.diagnose();
+    assert_eq!(est.flag_text(), "");
     est.r_hat = 1.5;
     est.mala_acceptance = Some(0.3);
-    let text = flag_text(&est);
+    est.diagnose();
+    let text = est.flag_text();
     assert!(text.contains("R-hat 1.5000 > 1.1") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
     let key = RowKey { ident: RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
     let row = SummaryRow::of(key, "train_split", &est, String::new(), String::new());
@@ -378,22 +380,28 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     // A chain thrown far up and back is flagged as spiking (R-hat, rank-based, would not see it).
     est.r_hat = 1.0;
     est.mala_acceptance = Some(0.95);
-    assert!(spiking_chains(&est).0.is_empty());
+    est.diagnose();
+    assert!(est.spiking_chains().chains.is_empty());
     let lw = est.loss_at_wstar;
     let nb = est.nbeta;
     est.chains[1].draw_losses[5] = lw + 1e4 / nb;
-    let (spiking, worst, _) = spiking_chains(&est);
-    assert_eq!(spiking, vec![1]);
+    est.diagnose();
+    let spikes = est.spiking_chains();
+    assert_eq!(spikes.chains, vec![1]);
+    let worst = spikes.worst;
     assert!((worst - 1e4).abs() < 1e-6 * 1e4, "{worst}");
-    assert!(flag_text(&est).contains("1/2 chains spiked (chains 1;"), "{}", flag_text(&est));
-    assert!(!healthy(&est, &RecommendCriteria::default()));
+    assert!(est.flag_text().contains("1/2 chains spiked (chains 1;"), "{}", est.flag_text());
+    assert!(!est.healthy(&RecommendCriteria::default()));
     est.chains[1].draw_losses[5] = est.chains[1].draw_losses[4];
-    assert!(healthy(&est, &RecommendCriteria::default()));
+    est.diagnose();
+    assert!(est.healthy(&RecommendCriteria::default()));
     // Healthy for a recommendation needs R-hat too.
     est.r_hat = 1.5;
-    assert!(!healthy(&est, &RecommendCriteria::default()));
+    est.diagnose();
+    assert!(!est.healthy(&RecommendCriteria::default()));
     est.r_hat = 1.02;
-    assert!(healthy(&est, &RecommendCriteria::default()));
+    est.diagnose();
+    assert!(est.healthy(&RecommendCriteria::default()));
 }
 
 // ---------------------------------------------------------------------------------------------
