@@ -157,7 +157,7 @@ fn run(args: Args) -> Result<()> {
         rows.extend(yardstick_rows(&args, python, &rows, threads));
     }
     print!("{}", bench::format(&rows));
-    bench::write(&rows, &args.out)?;
+    pizza_core::tables::bench::write(&rows, &args.out)?;
     tracing::info!("wrote {}", args.out.display());
     Ok(())
 }

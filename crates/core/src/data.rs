@@ -13,11 +13,10 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::rng;
-use crate::tables::{self, schemas};
+use crate::tables;
 
 /// The arithmetic operation that defines the label.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +154,37 @@ impl From<&DataConfig> for TokenLayout {
     }
 }
 
+/// Which side of the split a row is on (the `split` column of the dataset and metrics tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Training rows.
+    Train,
+    /// Validation rows.
+    Val,
+}
+
+impl Split {
+    /// The value in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Split> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            other => bail!("expected `train` or `val`, got {other:?}"),
+        }
+    }
+}
+
 /// The whole dataset in memory.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -233,53 +263,25 @@ impl Dataset {
         (0..self.len() as u32).collect()
     }
 
-    /// The dataset as its tidy table (see [`schemas::DATASET`]).
-    pub fn to_frame(&self) -> Result<DataFrame> {
-        let p = self.config.p as i64;
-        let n = self.len();
-        let mut is_train = vec![false; n];
-        for &r in &self.train {
-            is_train[r as usize] = true;
-        }
-        let mut cols = vec![
-            Column::new("row".into(), (0..n as i64).collect::<Vec<_>>()),
-            Column::new("a".into(), (0..n as i64).map(|i| i / p).collect::<Vec<_>>()),
-            Column::new("b".into(), (0..n as i64).map(|i| i % p).collect::<Vec<_>>()),
-            Column::new("c".into(), self.labels.iter().map(|&c| c as i64).collect::<Vec<_>>()),
-            Column::new(
-                "split".into(),
-                is_train.iter().map(|&t| if t { "train" } else { "val" }).collect::<Vec<_>>(),
-            ),
-        ];
-        for pos in 0..self.n_ctx {
-            let name = format!("x{pos}");
-            let v: Vec<i64> = (0..n).map(|i| self.tokens[i * self.n_ctx + pos] as i64).collect();
-            cols.push(Column::new(name.as_str().into(), v));
-        }
-        Ok(DataFrame::new(n, cols)?)
-    }
-
-    /// Writes the table with the data config in its metadata.
+    /// Writes the table (`tables::dataset`) with the data config in its metadata.
     pub fn write(&self, path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
         let mut meta = meta.clone();
         meta.insert("data_config".into(), serde_json::to_string(&self.config)?);
-        tables::write_parquet(&mut self.to_frame()?, &schemas::DATASET, path, &meta)
+        tables::dataset::write(self, path, &meta)
     }
 
     /// Reads a dataset table and checks that it is the dataset `config` describes (same rows,
     /// labels and split), so that a run never trains on a table made for other settings.
     pub fn read_checked(path: &Path, config: &DataConfig) -> Result<Dataset> {
-        let df = tables::read_parquet(path, &schemas::DATASET)?;
+        let (split, c) = tables::dataset::read(path)?;
         let expected = Dataset::generate(config);
-        let split = tables::col_str(&df, "split", path)?;
-        let c = tables::col_i64(&df, "c", path)?;
         if split.len() != expected.len() {
             bail!(
                 "{}: has {} rows but the config (p = {}) needs {}; regenerate it with gen-data",
                 path.display(), split.len(), config.p, expected.len()
             );
         }
-        let train: Vec<u32> = split.iter().enumerate().filter(|(_, s)| *s == "train").map(|(i, _)| i as u32).collect();
+        let train: Vec<u32> = split.iter().enumerate().filter(|(_, s)| **s == Split::Train).map(|(i, _)| i as u32).collect();
         if train != expected.train {
             bail!("{}: column `split` does not match data.split_seed = {} and data.train_frac = {}; regenerate it with gen-data", path.display(), config.split_seed, config.train_frac);
         }

@@ -18,28 +18,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use polars::prelude::{Column, DataFrame};
 use tracing::info;
 
 use crate::ckpt;
-use crate::run::RunDir;
 use crate::config::Config;
-use crate::data::Dataset;
+use crate::data::{Dataset, Split};
 use crate::model::{self, Params};
 use crate::optim::AdamW;
 use crate::rng;
-use crate::tables::{self, schemas};
-
-/// One metrics row (see [`schemas::TRAIN_METRICS`]).
-#[derive(Debug, Clone, PartialEq)]
-struct Row {
-    step: i64,
-    split: &'static str,
-    loss: f64,
-    accuracy: f64,
-    lr: f64,
-    param_norm: f64,
-}
+use crate::run::{RunDir, RunIdent};
+use crate::tables::train::{read_metrics, write_metrics, MetricsRow};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -182,11 +170,11 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
         let lr = opt.lr_at(t);
         let norm = params.norm()?;
         let accuracy = out.correct as f64 / y.len() as f64;
-        rows.push(Row { step: t as i64, split: "train", loss: out.loss, accuracy, lr, param_norm: norm });
+        rows.push(MetricsRow { step: t as i64, split: Split::Train, loss: out.loss, accuracy, lr, param_norm: norm });
         if (t % t_cfg.eval_every == 0 || t == t_cfg.steps) && !data.val.is_empty() {
             let v = model::loss_and_grad(&params, &model_cfg, &val_x, &val_y, false, threads)?;
             let vacc = v.correct as f64 / val_y.len() as f64;
-            rows.push(Row { step: t as i64, split: "val", loss: v.loss, accuracy: vacc, lr, param_norm: norm });
+            rows.push(MetricsRow { step: t as i64, split: Split::Val, loss: v.loss, accuracy: vacc, lr, param_norm: norm });
             bar.set_message(format!("train {:.3e} val {:.3e} acc {vacc:.3}", out.loss, v.loss));
         }
         if schedule.binary_search(&t).is_ok() {
@@ -265,25 +253,12 @@ fn prune_optim(dir: &RunDir, keep_step: u64) -> Result<()> {
     Ok(())
 }
 
-fn read_partial(path: &Path, before: u64) -> Result<Vec<Row>> {
-    let df = tables::read_parquet(path, &schemas::TRAIN_METRICS)
-        .with_context(|| format!("resuming needs the metrics written with the checkpoint: {}", path.display()))?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let split = tables::col_str(&df, "split", path)?;
-    let loss = tables::col_f64(&df, "loss", path)?;
-    let acc = tables::col_f64(&df, "accuracy", path)?;
-    let lr = tables::col_f64(&df, "lr", path)?;
-    let norm = tables::col_f64(&df, "param_norm", path)?;
-    let rows: Vec<Row> = (0..step.len())
-        .filter(|&i| (step[i] as u64) < before)
-        .map(|i| Row {
-            step: step[i],
-            split: if split[i] == "train" { "train" } else { "val" },
-            loss: loss[i],
-            accuracy: acc[i],
-            lr: lr[i],
-            param_norm: norm[i],
-        })
+fn read_partial(path: &Path, before: u64) -> Result<Vec<MetricsRow>> {
+    let rows: Vec<MetricsRow> = read_metrics(path)
+        .with_context(|| format!("resuming needs the metrics written with the checkpoint: {}", path.display()))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| (r.step as u64) < before)
         .collect();
     if before > 0 && rows.last().map(|r| r.step as u64 + 1) != Some(before) {
         bail!("{}: metrics stop before step {before}, the checkpoint to resume from", path.display());
@@ -291,38 +266,16 @@ fn read_partial(path: &Path, before: u64) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Run-identifying columns shared by per-run tables, repeated `n` times.
-pub fn id_columns(cfg: &Config, run_id: &str, n: usize) -> Vec<Column> {
-    vec![
-        Column::new("run".into(), vec![run_id; n]),
-        Column::new("p".into(), vec![cfg.data.p as i64; n]),
-        Column::new("alpha".into(), vec![cfg.model.alpha; n]),
-        Column::new("seed".into(), vec![cfg.train.seed as i64; n]),
-        Column::new("weight_decay".into(), vec![cfg.train.weight_decay; n]),
-        Column::new("train_frac".into(), vec![cfg.data.train_frac; n]),
-        Column::new("d_model".into(), vec![cfg.model.d_model as i64; n]),
-    ]
+fn write_frame(rows: &[MetricsRow], cfg: &Config, run_id: &str, path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
+    write_metrics(&RunIdent::from_config(cfg, run_id), rows, path, meta)
 }
 
-fn write_frame(rows: &[Row], cfg: &Config, run_id: &str, path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
-    let n = rows.len();
-    let mut cols = id_columns(cfg, run_id, n);
-    cols.push(Column::new("step".into(), rows.iter().map(|r| r.step).collect::<Vec<_>>()));
-    cols.push(Column::new("split".into(), rows.iter().map(|r| r.split).collect::<Vec<_>>()));
-    cols.push(Column::new("loss".into(), rows.iter().map(|r| r.loss).collect::<Vec<_>>()));
-    cols.push(Column::new("accuracy".into(), rows.iter().map(|r| r.accuracy).collect::<Vec<_>>()));
-    cols.push(Column::new("lr".into(), rows.iter().map(|r| r.lr).collect::<Vec<_>>()));
-    cols.push(Column::new("param_norm".into(), rows.iter().map(|r| r.param_norm).collect::<Vec<_>>()));
-    let mut df = DataFrame::new(n, cols)?;
-    tables::write_parquet(&mut df, &schemas::TRAIN_METRICS, path, meta)
-}
-
-fn summarize(rows: &[Row], start: u64) -> Summary {
-    let first = |split: &str| rows.iter().find(|r| r.split == split && r.accuracy >= 1.0).map(|r| r.step as u64);
+fn summarize(rows: &[MetricsRow], start: u64) -> Summary {
+    let first = |split: Split| rows.iter().find(|r| r.split == split && r.accuracy >= 1.0).map(|r| r.step as u64);
     Summary {
-        first_val_acc_1: first("val"),
-        first_train_acc_1: first("train"),
-        final_val_acc: rows.iter().rev().find(|r| r.split == "val").map_or(f64::NAN, |r| r.accuracy),
+        first_val_acc_1: first(Split::Val),
+        first_train_acc_1: first(Split::Train),
+        final_val_acc: rows.iter().rev().find(|r| r.split == Split::Val).map_or(f64::NAN, |r| r.accuracy),
         resumed_from: start,
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pizza_core::{ckpt, config, data::Dataset, tables::schemas};
+use pizza_core::{ckpt, config, data::Dataset, tables::dataset};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -120,6 +120,6 @@ fn fuzz_parquet_reader() {
             Err(_) => panic!("parquet reader panicked; input kept at {}", path.display()),
         }
     }
-    let _ = schemas::DATASET;
+    let _ = dataset::DATASET;
     eprintln!("fuzz parquet: {} inputs, {ok} accepted, {err} rejected", ok + err);
 }

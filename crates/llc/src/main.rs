@@ -366,7 +366,7 @@ fn validate(args: &ValidateArgs) -> Result<()> {
         results.push(r);
     }
     if let Some(out) = &args.out {
-        analytic::write_validation_table(&results, out)
+        pizza_core::tables::llc::write_validation(&results, out)
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pizza_core::tables::{self, analysis, llc, schemas};
+use pizza_core::tables::{self, analysis, dataset, llc, train};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -40,12 +40,12 @@ fn the_whole_dag_on_a_tiny_experiment() {
     assert!(first.status.success(), "make all failed:\n{}", text(&first));
 
     let exp = data.join("tiny-p11");
-    assert_eq!(rows(&exp.join("dataset.parquet"), &schemas::DATASET), 121);
+    assert_eq!(rows(&exp.join("dataset.parquet"), &dataset::DATASET), 121);
     let runs = ["alpha0", "alpha1"];
     for run in runs {
         let dir = exp.join("runs").join(run);
         // 40 steps: metrics at steps 0..=40 for both splits; checkpoints at 0, 20, 40.
-        assert_eq!(rows(&dir.join("metrics.parquet"), &schemas::TRAIN_METRICS), 2 * 41, "{run}");
+        assert_eq!(rows(&dir.join("metrics.parquet"), &train::TRAIN_METRICS), 2 * 41, "{run}");
         assert_eq!(rows(&dir.join("scan.parquet"), &analysis::SCAN), 3, "{run}");
         assert_eq!(rows(&dir.join("symmetry.parquet"), &analysis::SYMMETRY), 3, "{run}");
         assert_eq!(rows(&dir.join("llc.parquet"), &llc::LLC_SUMMARY), 3, "{run}");

@@ -11,20 +11,16 @@ pub mod process;
 pub mod reference;
 pub mod runs;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use polars::prelude::{Column, DataFrame};
 
 use crate::config;
 use crate::data::Dataset;
 use crate::model::{self, ModelConfig, Params};
 use crate::optim::AdamW;
-use crate::tables::{self, schemas};
 
-/// One line of the benchmark table (see [`schemas::BENCH`]). It crosses from the measuring
+/// One line of the benchmark table (see [`crate::tables::bench::BENCH`], which writes it). It crosses from the measuring
 /// child process to the bench binary as one JSON line.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Row {
@@ -207,28 +203,6 @@ pub fn llc_checkpoint(p: u64, settings: &crate::llc::SgldConfig, reps: usize) ->
         t => t,
     };
     Ok(Row::ours("llc_estimate_checkpoint".into(), p, settings.batch_size.unwrap_or(n).min(n), threads, times, 0.0))
-}
-
-/// Writes the table and prints it.
-pub fn write(rows: &[Row], path: &Path) -> Result<()> {
-    let n = rows.len();
-    let mut df = DataFrame::new(
-        n,
-        vec![
-            Column::new("name".into(), rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>()),
-            Column::new("implementation".into(), rows.iter().map(|r| r.implementation.as_str()).collect::<Vec<_>>()),
-            Column::new("p".into(), rows.iter().map(|r| r.p as i64).collect::<Vec<_>>()),
-            Column::new("rows".into(), rows.iter().map(|r| r.rows as i64).collect::<Vec<_>>()),
-            Column::new("threads".into(), rows.iter().map(|r| r.threads as i64).collect::<Vec<_>>()),
-            Column::new("ms_per_step".into(), rows.iter().map(|r| r.ms_per_step).collect::<Vec<_>>()),
-            Column::new("ms_min".into(), rows.iter().map(|r| r.ms_min).collect::<Vec<_>>()),
-            Column::new("gflop_per_step".into(), rows.iter().map(|r| r.gflop_per_step).collect::<Vec<_>>()),
-            Column::new("gflops".into(), rows.iter().map(|r| r.gflops).collect::<Vec<_>>()),
-            Column::new("peak_fraction".into(), rows.iter().map(|r| r.peak_fraction).collect::<Vec<_>>()),
-            Column::new("peak_rss_mb".into(), rows.iter().map(|r| r.peak_rss_mb).collect::<Vec<_>>()),
-        ],
-    )?;
-    tables::write_parquet(&mut df, &schemas::BENCH, path, &BTreeMap::new())
 }
 
 /// The table as aligned text, followed by our speed-up over each yardstick row measured in the

@@ -13,7 +13,6 @@ devinterp's own accuracy tests). All data are seeded; all losses are MSE means (
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use polars::prelude::{Column, DataFrame, PolarsResult};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -21,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{estimate, LlcError, LlcEstimate, NBeta, NBetaRule, SgldConfig};
 use crate::sampler::SgldTarget;
-use crate::tables::{ColType, Column as TableColumn, Schema};
 
 /// Number of training rows of every analytic model (devinterp's tests use 1000).
 pub const N_TRAIN: usize = 1000;
@@ -524,121 +522,6 @@ pub fn validate(
     })
 }
 
-const fn col(name: &'static str, dtype: ColType, doc: &'static str) -> TableColumn {
-    TableColumn { name, dtype, doc }
-}
-
-/// Schema of the `llc validate --out` table ([`validation_table`]): one row per validation.
-pub const VALIDATION_SCHEMA: Schema = Schema {
-    name: "llc_validation",
-    columns: &[
-        col(
-            "model",
-            ColType::Str,
-            "analytic model, e.g. `polynomial[1,1]`, `rrr(5,3,5)`, `linear(d=4)`",
-        ),
-        col("true_llc", ColType::F64, "exact learning coefficient"),
-        col(
-            "llc_mean",
-            ColType::F64,
-            "mean of the per-chain estimates (diverged chains excluded)",
-        ),
-        col(
-            "llc_std",
-            ColType::F64,
-            "sample std (ddof=1) of the per-chain estimates",
-        ),
-        col(
-            "relative_error",
-            ColType::F64,
-            "(llc_mean − true_llc)/true_llc",
-        ),
-        col("epsilon", ColType::F64, "SGLD step size ε"),
-        col("gamma", ColType::F64, "localisation strength γ"),
-        col(
-            "nbeta_setting",
-            ColType::Str,
-            "nβ as configured: `n_over_ln_n`, `b_over_ln_b` or a number",
-        ),
-        col("nbeta", ColType::F64, "nβ used"),
-        col("batch_size", ColType::I64, "rows per minibatch"),
-        col("chains", ColType::I64, "number of chains"),
-        col("draws", ColType::I64, "draws per chain"),
-        col("burn_in", ColType::I64, "SGLD steps before the first draw"),
-        col("steps_between_draws", ColType::I64, "thinning"),
-        col("seed", ColType::I64, "sampling seed (as i64)"),
-        col(
-            "loss_at_wstar_mode",
-            ColType::Str,
-            "`full_training_set` or `first_batches`",
-        ),
-        col(
-            "loss_at_wstar",
-            ColType::F64,
-            "L(w*) subtracted in the estimate",
-        ),
-        col(
-            "r_hat",
-            ColType::F64,
-            "rank-normalised split R-hat of the per-draw estimates",
-        ),
-        col(
-            "ess_bulk",
-            ColType::F64,
-            "bulk effective sample size of the per-draw estimates",
-        ),
-        col(
-            "mala_acceptance",
-            ColType::F64,
-            "mean MALA acceptance probability (NaN if not measured)",
-        ),
-        col("flags", ColType::Str, "health flags in words, or `none`"),
-    ],
-};
-
-/// One row per validation: `model`, `true_llc`, `llc_mean`, `llc_std`, then the settings used and
-/// the diagnostics ([`VALIDATION_SCHEMA`]).
-pub fn validation_table(results: &[ValidationResult]) -> PolarsResult<DataFrame> {
-    let col_f = |name: &str, f: &dyn Fn(&ValidationResult) -> f64| {
-        Column::new(name.into(), results.iter().map(f).collect::<Vec<f64>>())
-    };
-    let col_i = |name: &str, f: &dyn Fn(&ValidationResult) -> i64| {
-        Column::new(name.into(), results.iter().map(f).collect::<Vec<i64>>())
-    };
-    let col_s = |name: &str, f: &dyn Fn(&ValidationResult) -> String| {
-        Column::new(name.into(), results.iter().map(f).collect::<Vec<String>>())
-    };
-    DataFrame::new_infer_height(vec![
-        col_s("model", &|r| r.model.clone()),
-        col_f("true_llc", &|r| r.true_llc),
-        col_f("llc_mean", &|r| r.llc_mean),
-        col_f("llc_std", &|r| r.llc_std),
-        col_f("relative_error", &|r| r.relative_error),
-        col_f("epsilon", &|r| r.settings.epsilon),
-        col_f("gamma", &|r| r.settings.gamma),
-        col_s("nbeta_setting", &|r| r.settings.nbeta.to_string()),
-        col_f("nbeta", &|r| r.estimate.nbeta),
-        col_i("batch_size", &|r| r.estimate.batch_size as i64),
-        col_i("chains", &|r| r.settings.chains as i64),
-        col_i("draws", &|r| r.settings.draws as i64),
-        col_i("burn_in", &|r| r.settings.burn_in as i64),
-        col_i("steps_between_draws", &|r| {
-            r.settings.steps_between_draws as i64
-        }),
-        col_i("seed", &|r| r.settings.seed as i64),
-        col_s("loss_at_wstar_mode", &|r| {
-            r.settings.loss_at_wstar.to_string()
-        }),
-        col_f("loss_at_wstar", &|r| r.estimate.loss_at_wstar),
-        col_f("r_hat", &|r| r.estimate.r_hat),
-        col_f("ess_bulk", &|r| r.estimate.ess_bulk),
-        col_f("mala_acceptance", &|r| {
-            r.estimate.mala_acceptance.unwrap_or(f64::NAN)
-        }),
-        col_s("flags", &|r| r.estimate.flag_summary()),
-    ])
-}
-
 /// Least squares `argmin ‖X w − y‖²` by the normal equations and a Cholesky factorisation
 /// (`X` row-major `n × d`); `None` when `XᵀX` is not positive definite.
 fn least_squares(x: &[f64], y: &[f64], n: usize, d: usize) -> Option<Vec<f64>> {
@@ -701,17 +584,4 @@ pub fn reference_cases() -> Vec<AnalyticModel> {
         rrr(3, 8, 4),
         AnalyticModel::Linear { d: 4 },
     ]
-}
-
-/// Writes [`validation_table`] to `path` through [`crate::tables::write_parquet`], with the
-/// settings of every row as JSON under the metadata key `settings`.
-pub fn write_validation_table(
-    results: &[ValidationResult],
-    path: &std::path::Path,
-) -> anyhow::Result<()> {
-    let mut df = validation_table(results)?;
-    let settings: Vec<&SgldConfig> = results.iter().map(|r| &r.settings).collect();
-    let mut meta = std::collections::BTreeMap::new();
-    meta.insert("settings".to_string(), serde_json::to_string(&settings)?);
-    crate::tables::write_parquet(&mut df, &VALIDATION_SCHEMA, path, &meta)
 }

@@ -754,8 +754,8 @@ fn validation_table_has_the_documented_schema() {
     };
     let r = analytic::validate(&model, &settings).expect("validate");
     let path = std::env::temp_dir().join(format!("llc-validation-{}.parquet", std::process::id()));
-    analytic::write_validation_table(std::slice::from_ref(&r), &path).expect("write");
-    let df = crate::tables::read_parquet(&path, &analytic::VALIDATION_SCHEMA).expect("read back");
+    crate::tables::llc::write_validation(std::slice::from_ref(&r), &path).expect("write");
+    let df = crate::tables::read_parquet(&path, &crate::tables::llc::LLC_VALIDATION).expect("read back");
     assert_eq!(df.height(), 1);
     let mean = crate::tables::col_f64(&df, "llc_mean", &path).expect("llc_mean");
     assert_eq!(mean, vec![r.llc_mean]);

@@ -114,7 +114,3 @@ pub fn w_e_tensor(ckpt: &Checkpoint) -> Result<Tensor> {
     Ok(ckpt.params.get("embed.W_E").context("parameter `embed.W_E` is missing")?.as_tensor().detach())
 }
 
-/// Key frequencies as text, e.g. `"4,11,17"` (empty when there are none).
-pub fn freq_list(freqs: &[usize]) -> String {
-    freqs.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
-}

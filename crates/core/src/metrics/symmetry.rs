@@ -2,24 +2,22 @@
 The `symmetry` stage: per checkpoint, the measures that tell Pizza from Clock (reference
 section 4) and a `solution` label.
 
-Output: the main table (`tables::analysis::SYMMETRY`, one row per checkpoint) at `--out` and
-`<stem>_freqs.parquet` beside it (`SYMMETRY_FREQS`, one row per checkpoint and frequency
-`k = 1..=⌊p/2⌋`, with the single-frequency Clock and Pizza FVEs). The detail table is written
-first, the main table last.
+Output (`tables::analysis::write_symmetry`): the main table (`SYMMETRY`, one row per checkpoint)
+at `--out` and `<stem>_freqs.parquet` beside it (`SYMMETRY_FREQS`, one row per checkpoint and
+frequency `k = 1..=⌊p/2⌋`, with the single-frequency Clock and Pizza FVEs).
 */
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::DType;
-use polars::prelude::{Column, DataFrame};
 
 use super::gradients::{self, GradientEngine, GradientSymmetry, Triples};
 use super::{circularity, distance, fourier, operand_embeddings, w_e_tensor, Evaluation};
 use crate::ckpt::Checkpoint;
 use crate::config::AnalysisConfig;
 use crate::run::{map_checkpoints, RowKey, StageOptions};
-use crate::tables::{self, analysis, ids::key_columns, sibling};
+use crate::tables;
 
 /// Which algorithm a checkpoint implements, by [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,67 +166,16 @@ pub fn analyze(ckpt: &Checkpoint, cfg: &AnalysisConfig) -> Result<SymmetryRecord
     })
 }
 
-/// The two symmetry tables.
-#[derive(Debug, Clone)]
-pub struct SymmetryTables {
-    /// `SYMMETRY`: one row per checkpoint.
-    pub main: DataFrame,
-    /// `SYMMETRY_FREQS`: one row per checkpoint and frequency.
-    pub freqs: DataFrame,
-}
-
-/// Builds the tables from records (in record order).
-pub fn frames(records: &[SymmetryRecord]) -> Result<SymmetryTables> {
-    let n = records.len();
-    let f = |g: fn(&SymmetryRecord) -> f64| records.iter().map(g).collect::<Vec<f64>>();
-    let mut cols = key_columns(records.iter().map(|r| &r.key));
-    cols.extend([
-        Column::new("accuracy".into(), f(|r| r.accuracy)),
-        Column::new("gradient_symmetry".into(), f(|r| r.gradient_symmetry.value)),
-        Column::new("gradient_symmetry_exact".into(), records.iter().map(|r| r.gradient_symmetry.exact).collect::<Vec<_>>()),
-        Column::new("gradient_symmetry_triples".into(), records.iter().map(|r| r.gradient_symmetry.triples as i64).collect::<Vec<_>>()),
-        Column::new("distance_irrelevance".into(), f(|r| r.distance_irrelevance)),
-        Column::new("distance_irrelevance_top_wrong".into(), f(|r| r.distance_irrelevance_top_wrong)),
-        Column::new("circularity".into(), f(|r| r.circularity)),
-        Column::new("fve_clock".into(), f(|r| r.fve_clock)),
-        Column::new("fve_pizza".into(), f(|r| r.fve_pizza)),
-        Column::new("key_freqs".into(), records.iter().map(|r| super::freq_list(&r.key_freqs)).collect::<Vec<_>>()),
-        Column::new("n_key_freqs".into(), records.iter().map(|r| r.key_freqs.len() as i64).collect::<Vec<_>>()),
-        Column::new("solution".into(), records.iter().map(|r| r.solution.as_str()).collect::<Vec<_>>()),
-    ]);
-    let main = DataFrame::new(n, cols)?;
-
-    let rows: Vec<(&RowKey, &FreqFve)> = records.iter().flat_map(|r| r.freqs.iter().map(move |f| (&r.key, f))).collect();
-    let mut cols = key_columns(rows.iter().map(|(k, _)| *k));
-    cols.extend([
-        Column::new("k".into(), rows.iter().map(|(_, f)| f.k as i64).collect::<Vec<_>>()),
-        Column::new("share".into(), rows.iter().map(|(_, f)| f.share).collect::<Vec<_>>()),
-        Column::new("is_key".into(), rows.iter().map(|(_, f)| f.is_key).collect::<Vec<_>>()),
-        Column::new("fve_clock".into(), rows.iter().map(|(_, f)| f.fve_clock).collect::<Vec<_>>()),
-        Column::new("fve_pizza".into(), rows.iter().map(|(_, f)| f.fve_pizza).collect::<Vec<_>>()),
-    ]);
-    let freqs = DataFrame::new(rows.len(), cols)?;
-    Ok(SymmetryTables { main, freqs })
-}
-
-/// Paths of the two tables for a main table at `out`: (main, freqs).
-pub fn output_paths(out: &Path) -> (PathBuf, PathBuf) {
-    (out.to_path_buf(), sibling(out, "freqs"))
-}
-
 /// The whole stage: expands `inputs`, analyses every checkpoint with `cfg` and writes the tables.
 pub fn run(inputs: &[PathBuf], out: &Path, cfg: &AnalysisConfig, opts: &StageOptions) -> Result<Vec<SymmetryRecord>> {
     let paths = crate::ckpt::expand_inputs(inputs)?;
     tracing::info!(checkpoints = paths.len(), out = %out.display(), "symmetry");
     let records = map_checkpoints(&paths, opts, "symmetry", |ckpt| analyze(ckpt, cfg))?;
-    let mut t = frames(&records)?;
     let meta = tables::meta(
         "symmetry",
         &paths,
         &[("analysis_config", serde_json::to_string(cfg)?), ("key_factor", fourier::KEY_FACTOR.to_string())],
     );
-    let (main, freqs) = output_paths(out);
-    tables::write_parquet(&mut t.freqs, &analysis::SYMMETRY_FREQS, &freqs, &meta)?;
-    tables::write_parquet(&mut t.main, &analysis::SYMMETRY, &main, &meta)?;
+    tables::analysis::write_symmetry(&records, out, &meta)?;
     Ok(records)
 }

@@ -14,8 +14,8 @@ use crate::model::{Activation, ModelSettings};
 use crate::model::{ModelConfig, Params};
 use crate::tables::{self, analysis};
 use crate::ckpt;
-use crate::run::{dataset_for, RowKey, RunIdent, StageOptions};
-use crate::tables::{ids::key_columns, sibling};
+use crate::run::{dataset_for, RunIdent, StageOptions};
+use crate::tables::sibling;
 use crate::testing::{fixture, rel_err};
 
 fn released(run: &str) -> Checkpoint {
@@ -119,6 +119,11 @@ fn every_released_checkpoint_runs_through_both_stages() {
     let a = recs.iter().find(|r| r.key.ident.run == "p99zdpze5l").unwrap();
     assert_eq!(a.all.1, 1.0);
     assert_eq!(a.key_freqs, vec![3, 6, 15, 17, 25, 29]);
+    // The table holds them as a list column (`List(Int64)`), in the records' order.
+    let listed = tables::col_list_i64(&df, "key_freqs", &out).unwrap();
+    let ia = recs.iter().position(|r| r.key.ident.run == "p99zdpze5l").unwrap();
+    assert_eq!(listed[ia], vec![3, 6, 15, 17, 25, 29]);
+    assert_eq!(tables::col_i64(&df, "n_key_freqs", &out).unwrap()[ia], 6);
     assert!(a.key_energy_share() > 0.99);
     assert!(a.restricted_loss < 0.01 && a.excluded_loss > 1.0, "{a:?}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -412,20 +417,6 @@ fn loss_and_accuracy_agree_with_the_model_module() {
     assert_eq!(acc, crate::model::accuracy(&logits, &y).unwrap());
 }
 
-#[test]
-fn run_ident_matches_train_id_columns() {
-    let mut cfg = Config::default();
-    cfg.model.alpha = 0.25;
-    cfg.train.seed = 3;
-    let ident = RunIdent::from_config(&cfg, "alpha0.25_seed3");
-    let key = RowKey { ident, step: 5, checkpoint: "x".into() };
-    let ours = polars::prelude::DataFrame::new(1, key_columns(std::iter::once(&key))).unwrap();
-    let theirs = polars::prelude::DataFrame::new(1, crate::train::id_columns(&cfg, "alpha0.25_seed3", 1)).unwrap();
-    for c in theirs.columns() {
-        assert_eq!(ours.column(c.name()).unwrap(), c, "column {}", c.name());
-    }
-}
-
 /// A real run directory: a few training steps of a tiny model, then both stages over the folder.
 #[test]
 fn stages_on_a_run_directory_use_the_runs_split() {
@@ -454,7 +445,7 @@ fn stages_on_a_run_directory_use_the_runs_split() {
         assert!(r.train.0.is_finite() && r.val.0.is_finite());
     }
     // The training metrics table saw the same weights: same training loss at every checkpoint.
-    let m = tables::read_parquet(&dir.join("run/metrics.parquet"), &crate::tables::schemas::TRAIN_METRICS).unwrap();
+    let m = tables::read_parquet(&dir.join("run/metrics.parquet"), &crate::tables::train::TRAIN_METRICS).unwrap();
     let (steps, splits, losses) = (
         tables::col_i64(&m, "step", &out).unwrap(),
         tables::col_str(&m, "split", &out).unwrap(),
@@ -463,6 +454,10 @@ fn stages_on_a_run_directory_use_the_runs_split() {
     for r in &recs {
         let i = (0..steps.len()).find(|&i| steps[i] == r.key.step && splits[i] == "train").unwrap();
         assert!((losses[i] - r.train.0).abs() < 1e-5 * losses[i], "step {}: {} vs {}", r.key.step, losses[i], r.train.0);
+    }
+    // Train writes the same run-identifying columns as the analysis stages.
+    for (id, _) in tables::train::read_metrics(&dir.join("run/metrics.parquet")).unwrap() {
+        assert_eq!(id, RunIdent::from_config(&cfg, "tiny"));
     }
 
     let out = dir.join("sym.parquet");
@@ -508,7 +503,7 @@ fn bad_inputs_fail_naming_the_file_and_write_nothing() {
 fn sibling_paths() {
     assert_eq!(sibling(Path::new("out/scan.parquet"), "spectrum"), PathBuf::from("out/scan_spectrum.parquet"));
     assert_eq!(sibling(Path::new("sym"), "freqs"), PathBuf::from("sym_freqs.parquet"));
-    assert_eq!(scan::output_paths(Path::new("a/s.parquet")).2, PathBuf::from("a/s_norms.parquet"));
+    assert_eq!(tables::analysis::scan_paths(Path::new("a/s.parquet")).2, PathBuf::from("a/s_norms.parquet"));
 }
 
 #[test]
@@ -658,7 +653,7 @@ fn print_released_values() {
         println!(
             "| `{}` | {:.3} | {} | {:.4} | {:.5} | {:.5} | {:.5} | {:.5} | {:.4} | {:.4} | {} | {} |",
             r.key.ident.run, m.alpha, notes.trim(), r.accuracy, r.gradient_symmetry.value, r.distance_irrelevance,
-            r.distance_irrelevance_top_wrong, r.circularity, r.fve_clock, r.fve_pizza, freq_list(&r.key_freqs), r.solution.as_str()
+            r.distance_irrelevance_top_wrong, r.circularity, r.fve_clock, r.fve_pizza, r.key_freqs.iter().map(usize::to_string).collect::<Vec<_>>().join(","), r.solution.as_str()
         );
     }
     println!("\n| run | all loss | all acc | key energy share | restricted loss | excluded loss | param norm |");

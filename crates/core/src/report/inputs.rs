@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use polars::prelude::{DataFrame, DataType};
 
-use crate::tables::{self, analysis, llc, schemas};
+use crate::tables;
 
 /// The kinds of table the report reads, recognised by file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,7 +145,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Plain rows.
 
-/// The columns that identify a run ([`schemas::RUN_ID_COLUMNS`]), as the analysis stages write them.
+/// The columns that identify a run (`tables::ids::RUN_ID_COLUMNS`), as the stages write them.
 pub use crate::run::RunIdent as RunId;
 
 /// One row of the training metrics.
@@ -205,7 +204,7 @@ pub struct SpectrumRow {
 /// One LLC estimate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlcRow {
-    /// Run (only `run` is certain to be known).
+    /// Run.
     pub id: RunId,
     /// Step of the checkpoint.
     pub step: i64,
@@ -215,8 +214,7 @@ pub struct LlcRow {
     pub std: f64,
     /// `L(w*)`, when finite.
     pub loss_at_wstar: Option<f64>,
-    /// Names of the health flags that are set: boolean columns that are true and count columns
-    /// that are positive, among the columns named like a flag (`diverged`, `negative_mean`, …).
+    /// Names of the health flags that are set (`tables::llc::SummaryRow::flag_names`).
     pub flags: Vec<String>,
 }
 
@@ -366,166 +364,72 @@ impl Data {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Readers: one per table, each checking the table's schema first.
-
-fn has(df: &DataFrame, name: &str) -> bool {
-    df.column(name).is_ok()
-}
-
-fn read_ids(df: &DataFrame, path: &Path) -> Result<Vec<RunId>> {
-    let run = tables::col_str(df, "run", path)?;
-    if !schemas::RUN_ID_COLUMNS.iter().all(|c| has(df, c.name)) {
-        return Ok(run.iter().map(|r| RunId::named(r)).collect());
-    }
-    let p = tables::col_i64(df, "p", path)?;
-    let alpha = tables::col_f64(df, "alpha", path)?;
-    let seed = tables::col_i64(df, "seed", path)?;
-    let wd = tables::col_f64(df, "weight_decay", path)?;
-    let tf = tables::col_f64(df, "train_frac", path)?;
-    let d = tables::col_i64(df, "d_model", path)?;
-    Ok((0..run.len())
-        .map(|i| RunId {
-            run: run[i].clone(),
-            p: p[i],
-            alpha: alpha[i],
-            seed: seed[i],
-            weight_decay: wd[i],
-            train_frac: tf[i],
-            d_model: d[i],
-        })
-        .collect())
-}
+// Readers: each table's own reader in `tables`, its rows cut down to what the figures use.
 
 fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    let df = tables::read_parquet(path, &schemas::TRAIN_METRICS)?;
-    let ids = read_ids(&df, path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let split = tables::col_str(&df, "split", path)?;
-    let loss = tables::col_f64(&df, "loss", path)?;
-    let acc = tables::col_f64(&df, "accuracy", path)?;
-    Ok(ids
+    Ok(tables::train::read_metrics(path)?
         .into_iter()
-        .enumerate()
-        .map(|(i, id)| MetricRow { id, step: step[i], split: split[i].clone(), loss: loss[i], accuracy: acc[i] })
+        .map(|(id, r)| MetricRow { id, step: r.step, split: r.split.as_str().to_string(), loss: r.loss, accuracy: r.accuracy })
         .collect())
 }
 
 fn read_symmetry(path: &Path) -> Result<Vec<SymmetryRow>> {
-    let df = tables::read_parquet(path, &analysis::SYMMETRY)?;
-    let ids = read_ids(&df, path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let ckpt = tables::col_str(&df, "checkpoint", path)?;
-    let acc = tables::col_f64(&df, "accuracy", path)?;
-    let gs = tables::col_f64(&df, "gradient_symmetry", path)?;
-    let di = tables::col_f64(&df, "distance_irrelevance", path)?;
-    let dit = tables::col_f64(&df, "distance_irrelevance_top_wrong", path)?;
-    let circ = tables::col_f64(&df, "circularity", path)?;
-    let sol = tables::col_str(&df, "solution", path)?;
-    Ok(ids
+    Ok(tables::analysis::read_symmetry(path)?
         .into_iter()
-        .enumerate()
-        .map(|(i, id)| SymmetryRow {
-            id,
-            step: step[i],
-            checkpoint: ckpt[i].clone(),
-            accuracy: acc[i],
-            gradient_symmetry: gs[i],
-            distance_irrelevance: di[i],
-            distance_irrelevance_top_wrong: dit[i],
-            circularity: circ[i],
-            solution: sol[i].clone(),
+        .map(|r| SymmetryRow {
+            id: r.key.ident,
+            step: r.key.step,
+            checkpoint: r.key.checkpoint,
+            accuracy: r.accuracy,
+            gradient_symmetry: r.gradient_symmetry,
+            distance_irrelevance: r.distance_irrelevance,
+            distance_irrelevance_top_wrong: r.distance_irrelevance_top_wrong,
+            circularity: r.circularity,
+            solution: r.solution,
         })
         .collect())
 }
 
 fn read_spectrum(path: &Path) -> Result<Vec<SpectrumRow>> {
-    let df = tables::read_parquet(path, &analysis::SCAN_SPECTRUM)?;
-    let ids = read_ids(&df, path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let k = tables::col_i64(&df, "k", path)?;
-    let share = tables::col_f64(&df, "share", path)?;
-    let key = tables::col_bool(&df, "is_key", path)?;
-    Ok(ids
+    Ok(tables::analysis::read_spectrum(path)?
         .into_iter()
-        .enumerate()
-        .map(|(i, id)| SpectrumRow { id, step: step[i], k: k[i], share: share[i], is_key: key[i] })
+        .map(|r| SpectrumRow { id: r.key.ident, step: r.key.step, k: r.k, share: r.share, is_key: r.is_key })
         .collect())
 }
 
-/// Words that mark a health-flag column of the LLC table: a boolean column (set when true) or a
-/// count of flagged chains (set when positive) whose name contains one of them.
-const FLAG_WORDS: &[&str] = &["diverg", "negative", "converg", "rising", "flag", "unhealthy"];
-
 fn read_llc(path: &Path) -> Result<Vec<LlcRow>> {
-    let df = tables::read_parquet(path, &llc::LLC_SUMMARY)?;
-    let ids = read_ids(&df, path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let mean = tables::col_f64(&df, "llc_mean", path)?;
-    let std = tables::col_f64(&df, "llc_std", path)?;
-    let lw = tables::col_f64(&df, "loss_at_wstar", path)?;
-    // Health flags (see FLAG_WORDS): booleans that are true, counts that are positive.
-    let mut flag_cols: Vec<(String, Vec<bool>)> = Vec::new();
-    for c in df.columns() {
-        let name = c.name().to_string();
-        if !FLAG_WORDS.iter().any(|w| name.contains(w)) {
-            continue;
-        }
-        match c.dtype() {
-            DataType::Boolean => flag_cols.push((name.clone(), tables::col_bool(&df, &name, path)?)),
-            DataType::Int64 => {
-                let v = tables::col_i64(&df, &name, path)?;
-                flag_cols.push((name.clone(), v.iter().map(|x| *x > 0).collect()));
-            }
-            _ => {}
-        }
-    }
-    flag_cols.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(ids
+    Ok(tables::llc::read_summary(path)?
         .into_iter()
-        .enumerate()
-        .map(|(i, id)| LlcRow {
-            id,
-            step: step[i],
-            mean: mean[i],
-            std: std[i],
-            loss_at_wstar: Some(lw[i]).filter(|v| v.is_finite()),
-            flags: flag_cols.iter().filter(|(_, v)| v[i]).map(|(n, _)| n.strip_prefix("n_").unwrap_or(n).to_string()).collect(),
+        .map(|r| LlcRow {
+            flags: r.flag_names().into_iter().map(str::to_string).collect(),
+            id: r.key.ident,
+            step: r.key.step,
+            mean: r.llc_mean,
+            std: r.llc_std,
+            loss_at_wstar: Some(r.loss_at_wstar).filter(|v| v.is_finite()),
         })
         .collect())
 }
 
 fn read_trace(path: &Path) -> Result<Vec<TraceRow>> {
-    let df = tables::read_parquet(path, &llc::LLC_TRACE)?;
-    let run = tables::col_str(&df, "run", path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let chain = tables::col_i64(&df, "chain", path)?;
-    let draw = tables::col_i64(&df, "draw", path)?;
-    let loss = tables::col_f64(&df, "loss", path)?;
-    Ok((0..run.len())
-        .map(|i| TraceRow { run: run[i].clone(), step: step[i], chain: chain[i], draw: draw[i], loss: loss[i] })
+    Ok(tables::llc::read_trace(path)?
+        .into_iter()
+        .map(|(k, t)| TraceRow { run: k.run, step: k.step, chain: t.chain, draw: t.draw, loss: t.loss })
         .collect())
 }
 
 fn read_calibration(path: &Path) -> Result<Vec<CalibrationRow>> {
-    let df = tables::read_parquet(path, &llc::LLC_CALIBRATION)?;
-    let run = tables::col_str(&df, "run", path)?;
-    let step = tables::col_i64(&df, "step", path)?;
-    let gamma = tables::col_f64(&df, "gamma", path)?;
-    let eps = tables::col_f64(&df, "epsilon", path)?;
-    let nbeta = tables::col_f64(&df, "nbeta", path)?;
-    let mean = tables::col_f64(&df, "llc_mean", path)?;
-    let std = tables::col_f64(&df, "llc_std", path)?;
-    let rec = tables::col_bool(&df, "recommended", path)?;
-    Ok((0..run.len())
-        .map(|i| CalibrationRow {
-            run: run[i].clone(),
-            step: step[i],
-            epsilon: eps[i],
-            nbeta: nbeta[i],
-            gamma: gamma[i],
-            mean: mean[i],
-            std: std[i],
-            recommended: rec[i],
+    Ok(tables::llc::read_calibration(path)?
+        .into_iter()
+        .map(|r| CalibrationRow {
+            run: r.key.run,
+            step: r.key.step,
+            epsilon: r.epsilon,
+            nbeta: r.nbeta,
+            gamma: r.gamma,
+            mean: r.llc_mean,
+            std: r.llc_std,
+            recommended: r.recommended,
         })
         .collect())
 }

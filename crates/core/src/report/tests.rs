@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use polars::prelude::{Column, DataFrame};
 
 use super::findings::paired_final_llc;
 use super::inputs::{self, TableKind};
@@ -14,7 +13,7 @@ use super::summary::{grokking_step, Curve};
 use super::*;
 use crate::model::Activation;
 use crate::model::{ModelConfig, Params};
-use crate::tables::{self, analysis, llc as llc_tables, schemas, ColType, Schema};
+use crate::tables::{analysis, llc as llc_tables, train as train_tables, write_filled as write, Values};
 
 const P: i64 = 5;
 
@@ -50,36 +49,16 @@ impl Drop for Tmp {
     }
 }
 
-fn id_cols(run: &str, alpha: f64, seed: i64, n: usize) -> Vec<Column> {
+fn id_cols(run: &str, alpha: f64, seed: i64, n: usize) -> Vec<(&'static str, Values)> {
     vec![
-        Column::new("run".into(), vec![run; n]),
-        Column::new("p".into(), vec![P; n]),
-        Column::new("alpha".into(), vec![alpha; n]),
-        Column::new("seed".into(), vec![seed; n]),
-        Column::new("weight_decay".into(), vec![2.0; n]),
-        Column::new("train_frac".into(), vec![0.8; n]),
-        Column::new("d_model".into(), vec![8i64; n]),
+        ("run", vec![run; n].into()),
+        ("p", vec![P; n].into()),
+        ("alpha", vec![alpha; n].into()),
+        ("seed", vec![seed; n].into()),
+        ("weight_decay", vec![2.0; n].into()),
+        ("train_frac", vec![0.8; n].into()),
+        ("d_model", vec![8i64; n].into()),
     ]
-}
-
-/// Writes the given columns, adding any other column of `schema` with a neutral value (0, NaN,
-/// empty, false), so the synthetic tables follow the documented schemas as they grow.
-fn write(mut cols: Vec<Column>, schema: &Schema, path: &Path) {
-    let n = cols[0].len();
-    for c in schema.columns {
-        if cols.iter().any(|x| x.name().as_str() == c.name) {
-            continue;
-        }
-        let name = c.name.into();
-        cols.push(match c.dtype {
-            ColType::I64 => Column::new(name, vec![0i64; n]),
-            ColType::F64 => Column::new(name, vec![f64::NAN; n]),
-            ColType::Str => Column::new(name, vec![""; n]),
-            ColType::Bool => Column::new(name, vec![false; n]),
-        });
-    }
-    let mut df = DataFrame::new(n, cols).unwrap();
-    tables::write_parquet(&mut df, schema, path, &BTreeMap::new()).unwrap();
 }
 
 fn metrics(run: &str, alpha: f64, seed: i64, path: &Path) {
@@ -104,13 +83,13 @@ fn metrics(run: &str, alpha: f64, seed: i64, path: &Path) {
     }
     let n = step.len();
     let mut cols = id_cols(run, alpha, seed, n);
-    cols.push(Column::new("step".into(), step));
-    cols.push(Column::new("split".into(), split));
-    cols.push(Column::new("loss".into(), loss));
-    cols.push(Column::new("accuracy".into(), acc));
-    cols.push(Column::new("lr".into(), vec![1e-3; n]));
-    cols.push(Column::new("param_norm".into(), vec![10.0; n]));
-    write(cols, &schemas::TRAIN_METRICS, path);
+    cols.push(("step", (step).into()));
+    cols.push(("split", (split).into()));
+    cols.push(("loss", (loss).into()));
+    cols.push(("accuracy", (acc).into()));
+    cols.push(("lr", (vec![1e-3; n]).into()));
+    cols.push(("param_norm", (vec![10.0; n]).into()));
+    write(cols, &train_tables::TRAIN_METRICS, path);
 }
 
 fn symmetry(run: &str, alpha: f64, seed: i64, path: &Path) {
@@ -118,20 +97,20 @@ fn symmetry(run: &str, alpha: f64, seed: i64, path: &Path) {
     let n = steps.len();
     let (gs, di, sol) = if alpha == 0.0 { (0.99, 0.15, "pizza") } else { (0.4, 0.85, "clock") };
     let mut cols = id_cols(run, alpha, seed, n);
-    cols.push(Column::new("step".into(), steps.clone()));
-    cols.push(Column::new("checkpoint".into(), steps.iter().map(|s| format!("ckpt_{s}")).collect::<Vec<_>>()));
-    cols.push(Column::new("accuracy".into(), vec![0.1, 0.9, 1.0]));
-    cols.push(Column::new("gradient_symmetry".into(), vec![0.5, (0.5 + gs) / 2.0, gs]));
-    cols.push(Column::new("gradient_symmetry_exact".into(), vec![true; n]));
-    cols.push(Column::new("gradient_symmetry_triples".into(), vec![P * P * P; n]));
-    cols.push(Column::new("distance_irrelevance".into(), vec![0.5, (0.5 + di) / 2.0, di]));
-    cols.push(Column::new("distance_irrelevance_top_wrong".into(), vec![0.5, 0.5, di + 0.02]));
-    cols.push(Column::new("circularity".into(), vec![0.2, 0.7, 0.99]));
-    cols.push(Column::new("fve_clock".into(), vec![0.0, 0.3, 1.0 - gs]));
-    cols.push(Column::new("fve_pizza".into(), vec![0.0, 0.3, gs]));
-    cols.push(Column::new("key_freqs".into(), vec!["", "1", "1,2"]));
-    cols.push(Column::new("n_key_freqs".into(), vec![0i64, 1, 2]));
-    cols.push(Column::new("solution".into(), vec!["non-circular", "unclear", sol]));
+    cols.push(("step", (steps.clone()).into()));
+    cols.push(("checkpoint", (steps.iter().map(|s| format!("ckpt_{s}")).collect::<Vec<_>>()).into()));
+    cols.push(("accuracy", (vec![0.1, 0.9, 1.0]).into()));
+    cols.push(("gradient_symmetry", (vec![0.5, (0.5 + gs) / 2.0, gs]).into()));
+    cols.push(("gradient_symmetry_exact", (vec![true; n]).into()));
+    cols.push(("gradient_symmetry_triples", (vec![P * P * P; n]).into()));
+    cols.push(("distance_irrelevance", (vec![0.5, (0.5 + di) / 2.0, di]).into()));
+    cols.push(("distance_irrelevance_top_wrong", (vec![0.5, 0.5, di + 0.02]).into()));
+    cols.push(("circularity", (vec![0.2, 0.7, 0.99]).into()));
+    cols.push(("fve_clock", (vec![0.0, 0.3, 1.0 - gs]).into()));
+    cols.push(("fve_pizza", (vec![0.0, 0.3, gs]).into()));
+    cols.push(("key_freqs", (vec![vec![], vec![1i64], vec![1, 2]]).into()));
+    cols.push(("n_key_freqs", (vec![0i64, 1, 2]).into()));
+    cols.push(("solution", (vec!["non-circular", "unclear", sol]).into()));
     write(cols, &analysis::SYMMETRY, path);
 }
 
@@ -140,17 +119,20 @@ fn llc(run: &str, alpha: f64, seed: i64, path: &Path) {
     let n = steps.len();
     let end = final_llc(run);
     let mut cols = id_cols(run, alpha, seed, n);
-    cols.push(Column::new("step".into(), steps));
-    cols.push(Column::new("checkpoint".into(), vec!["x"; n]));
-    cols.push(Column::new("llc_mean".into(), vec![5.0, 2.0 * end, 1.5 * end, end]));
-    cols.push(Column::new("llc_std".into(), vec![0.5, 2.0, 1.5, 1.0]));
-    cols.push(Column::new("loss_at_wstar".into(), vec![4.0, 1.0, 0.1, 0.01]));
+    cols.push(("step", (steps).into()));
+    cols.push(("checkpoint", (vec!["x"; n]).into()));
+    cols.push(("llc_mean", (vec![5.0, 2.0 * end, 1.5 * end, end]).into()));
+    cols.push(("llc_std", (vec![0.5, 2.0, 1.5, 1.0]).into()));
+    cols.push(("loss_at_wstar", (vec![4.0, 1.0, 0.1, 0.01]).into()));
     // One flagged estimate (alpha1_seed1 at step 10) to see the flags in the run table.
-    cols.push(Column::new("negative_mean".into(), vec![false, run == "alpha1_seed1", false, false]));
+    cols.push(("negative_mean", (vec![false, run == "alpha1_seed1", false, false]).into()));
     // A count of flagged chains (a flag when positive) and counts that are not flags.
-    cols.push(Column::new("n_diverged".into(), vec![0i64, 0, 0, i64::from(run == "alpha0_seed1")]));
-    cols.push(Column::new("chains".into(), vec![4i64; n]));
-    cols.push(Column::new("n_train".into(), vec![20i64; n]));
+    cols.push(("n_diverged", (vec![0i64, 0, 0, i64::from(run == "alpha0_seed1")]).into()));
+    cols.push(("chains", (vec![4i64; n]).into()));
+    cols.push(("n_train", (vec![20i64; n]).into()));
+    // The settings columns parse back into settings.
+    cols.push(("nbeta_setting", (vec!["n_over_ln_n"; n]).into()));
+    cols.push(("loss_at_wstar_mode", (vec!["full_training_set"; n]).into()));
     write(cols, &llc_tables::LLC_SUMMARY, path);
 }
 
@@ -168,11 +150,11 @@ fn trace(run: &str, path: &Path) {
     }
     let n = step.len();
     let cols = vec![
-        Column::new("run".into(), vec![run; n]),
-        Column::new("step".into(), step),
-        Column::new("chain".into(), chain),
-        Column::new("draw".into(), draw),
-        Column::new("loss".into(), loss),
+        ("run", (vec![run; n]).into()),
+        ("step", (step).into()),
+        ("chain", (chain).into()),
+        ("draw", (draw).into()),
+        ("loss", (loss).into()),
     ];
     write(cols, &llc_tables::LLC_TRACE, path);
 }
@@ -189,14 +171,14 @@ fn calibration(run: &str, path: &Path) {
     }
     let n = eps.len();
     let cols = vec![
-        Column::new("run".into(), vec![run; n]),
-        Column::new("step".into(), vec![100i64; n]),
-        Column::new("epsilon".into(), eps),
-        Column::new("gamma".into(), vec![100.0; n]),
-        Column::new("nbeta".into(), nbeta),
-        Column::new("llc_mean".into(), mean),
-        Column::new("llc_std".into(), vec![1.0; n]),
-        Column::new("recommended".into(), rec),
+        ("run", (vec![run; n]).into()),
+        ("step", (vec![100i64; n]).into()),
+        ("epsilon", (eps).into()),
+        ("gamma", (vec![100.0; n]).into()),
+        ("nbeta", (nbeta).into()),
+        ("llc_mean", (mean).into()),
+        ("llc_std", (vec![1.0; n]).into()),
+        ("recommended", (rec).into()),
     ];
     write(cols, &llc_tables::LLC_CALIBRATION, path);
 }

@@ -1,19 +1,25 @@
-//! Schemas of the LLC tables: `llc estimate` (one summary row per checkpoint, [`LLC_SUMMARY`],
-//! and the long per-draw trace, [`LLC_TRACE`]) and `llc calibrate` ([`LLC_CALIBRATION`]). The
-//! per-run tables start with the same key columns as the analysis tables
-//! ([`super::schemas::RUN_ID_COLUMNS`], `step`, `checkpoint`); `docs/llc.md` documents how each
-//! value is computed. (`llc validate --out` writes `llc::analytic::VALIDATION_SCHEMA`.)
+//! The LLC tables, each schema with its rows, writer and reader: `llc estimate` (one
+//! [`SummaryRow`] per checkpoint in [`LLC_SUMMARY`], and the long per-draw trace of
+//! [`TraceRow`]s in [`LLC_TRACE`]), `llc calibrate` ([`LLC_CALIBRATION`]) and `llc validate`
+//! ([`LLC_VALIDATION`]). The per-run tables start with the same key columns as the analysis
+//! tables (`super::ids`); `docs/llc.md` documents how each value is computed.
 
-use super::schemas::RUN_ID_COLUMNS as ID;
-use super::{ColType::*, Column, Schema};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use polars::prelude::{Column as PlColumn, DataFrame};
+
+use super::ids::{key_columns, read_keys, CHECKPOINT, RUN, RUN_ID_COLUMNS as ID, STEP};
+use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, ColType::*, Column, Schema};
+use crate::llc::analytic::ValidationResult;
+use crate::llc::stage::CalibrationCell;
+use crate::llc::{LlcEstimate, NBeta, SgldConfig};
+use crate::run::RowKey;
 
 const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
     Column { name, dtype, doc }
 }
-
-const STEP: Column = col("step", I64, "optimizer steps of the checkpoint; for a released (foreign) checkpoint the paper's `epoch`, else -1");
-const CHECKPOINT: Column = col("checkpoint", Str, "checkpoint file as given (run directories expanded to their files)");
-const RUN: Column = ID[0];
 
 /// `llc.parquet` (llc estimate): one row per checkpoint.
 pub const LLC_SUMMARY: Schema = Schema {
@@ -103,5 +109,536 @@ pub const LLC_CALIBRATION: Schema = Schema {
     ],
 };
 
+/// `llc validate --out`: one row per validation on a model with a known LLC.
+pub const LLC_VALIDATION: Schema = Schema {
+    name: "llc_validation",
+    columns: &[
+        col("model", Str, "analytic model, e.g. `polynomial[1,1]`, `rrr(5,3,5)`, `linear(d=4)`"),
+        col("true_llc", F64, "exact learning coefficient"),
+        col("llc_mean", F64, "mean of the per-chain estimates (diverged chains excluded)"),
+        col("llc_std", F64, "sample std (ddof=1) of the per-chain estimates"),
+        col("relative_error", F64, "(llc_mean − true_llc)/true_llc"),
+        col("epsilon", F64, "SGLD step size ε"),
+        col("gamma", F64, "localisation strength γ"),
+        col("nbeta_setting", Str, "nβ as configured: `n_over_ln_n`, `b_over_ln_b` or a number"),
+        col("nbeta", F64, "nβ used"),
+        col("batch_size", I64, "rows per minibatch"),
+        col("chains", I64, "number of chains"),
+        col("draws", I64, "draws per chain"),
+        col("burn_in", I64, "SGLD steps before the first draw"),
+        col("steps_between_draws", I64, "thinning"),
+        col("seed", I64, "sampling seed (as i64)"),
+        col("loss_at_wstar_mode", Str, "`full_training_set` or `first_batches`"),
+        col("loss_at_wstar", F64, "L(w*) subtracted in the estimate"),
+        col("r_hat", F64, "rank-normalised split R-hat of the per-draw estimates"),
+        col("ess_bulk", F64, "bulk effective sample size of the per-draw estimates"),
+        col("mala_acceptance", F64, "mean MALA acceptance probability (NaN if not measured)"),
+        col("flags", Str, "health flags in words, or `none`"),
+    ],
+};
+
 /// Every LLC schema, for documentation and tests.
-pub const ALL: &[&Schema] = &[&LLC_SUMMARY, &LLC_TRACE, &LLC_CALIBRATION];
+pub const ALL: &[&Schema] = &[&LLC_SUMMARY, &LLC_TRACE, &LLC_CALIBRATION, &LLC_VALIDATION];
+
+// ---------------------------------------------------------------------------------------------
+// llc estimate
+
+/// One row of [`LLC_SUMMARY`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    /// Run identity, step and checkpoint.
+    pub key: RowKey,
+    /// `train_split` or `all_pairs`.
+    pub rows_used: String,
+    /// Rows n.
+    pub n_train: i64,
+    /// Parameters d.
+    pub n_params: i64,
+    /// The estimate.
+    pub llc_mean: f64,
+    /// Sample std over chains.
+    pub llc_std: f64,
+    /// Standard error of the mean.
+    pub llc_se: f64,
+    /// Split R-hat.
+    pub r_hat: f64,
+    /// Bulk ESS.
+    pub ess_bulk: f64,
+    /// Mean MALA acceptance (NaN when not measured).
+    pub mala_acceptance: f64,
+    /// L(w*).
+    pub loss_at_wstar: f64,
+    /// nβ used.
+    pub nbeta: f64,
+    /// Chains that did not diverge.
+    pub chains_used: i64,
+    /// Flag counts.
+    pub n_diverged: i64,
+    /// See [`crate::llc::EstimateFlags`].
+    pub n_negative: i64,
+    /// See [`crate::llc::EstimateFlags`].
+    pub n_not_converged: i64,
+    /// See [`crate::llc::EstimateFlags`].
+    pub negative_mean: bool,
+    /// See [`crate::llc::EstimateFlags::r_hat`].
+    pub flag_r_hat: bool,
+    /// See [`crate::llc::EstimateFlags::mala`].
+    pub flag_mala: bool,
+    /// See [`crate::llc::EstimateFlags::spikes`].
+    pub flag_spikes: bool,
+    /// Flags in words, empty when healthy.
+    pub flags: String,
+    /// The settings used, with `threads` zeroed and `batch_size` left out (the resolved batch size
+    /// is [`SummaryRow::batch_size`]).
+    pub settings: SgldConfig,
+    /// Batch size used.
+    pub batch_size: i64,
+    /// Divergence threshold used.
+    pub divergence_loss: f64,
+    /// Resume keys.
+    pub settings_hash: String,
+    /// See [`LLC_SUMMARY`].
+    pub checkpoint_hash: String,
+}
+
+/// One row of [`LLC_TRACE`] (its checkpoint's key aside).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    /// Chain index.
+    pub chain: i64,
+    /// Draw index.
+    pub draw: i64,
+    /// Minibatch loss at the draw.
+    pub loss: f64,
+}
+
+/// One checkpoint's result: its summary row and trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointLlc {
+    /// The summary row.
+    pub summary: SummaryRow,
+    /// The per-draw losses.
+    pub trace: Vec<TraceRow>,
+}
+
+impl SummaryRow {
+    /// The row of an estimate.
+    pub fn of(key: RowKey, rows_used: &str, est: &LlcEstimate, settings_hash: String, checkpoint_hash: String) -> SummaryRow {
+        let used = (est.chains.len() - est.flags.diverged) as i64;
+        SummaryRow {
+            key,
+            rows_used: rows_used.to_string(),
+            n_train: est.n_train as i64,
+            n_params: est.n_params as i64,
+            llc_mean: est.llc_mean,
+            llc_std: est.llc_std,
+            llc_se: if used >= 2 { est.llc_std / (used as f64).sqrt() } else { f64::NAN },
+            r_hat: est.r_hat,
+            ess_bulk: est.ess_bulk,
+            mala_acceptance: est.mala_acceptance.unwrap_or(f64::NAN),
+            loss_at_wstar: est.loss_at_wstar,
+            nbeta: est.nbeta,
+            chains_used: used,
+            n_diverged: est.flags.diverged as i64,
+            n_negative: est.flags.negative as i64,
+            n_not_converged: est.flags.not_converged as i64,
+            negative_mean: est.flags.negative_mean,
+            flag_r_hat: est.flags.r_hat,
+            flag_mala: est.flags.mala,
+            flag_spikes: est.flags.spikes,
+            flags: est.flag_text(),
+            settings: SgldConfig { threads: 0, batch_size: None, ..est.config.clone() },
+            batch_size: est.batch_size as i64,
+            divergence_loss: est.divergence_loss,
+            settings_hash,
+            checkpoint_hash,
+        }
+    }
+
+    /// Whether any flag is set.
+    pub fn flagged(&self) -> bool {
+        !self.flags.is_empty()
+    }
+
+    /// The names of the flags that are set (a count is set when positive), for short labels:
+    /// `flag_mala`, `flag_r_hat`, `flag_spikes`, `diverged`, `negative`, `not_converged`,
+    /// `negative_mean`, in that order.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        [
+            ("flag_mala", self.flag_mala),
+            ("flag_r_hat", self.flag_r_hat),
+            ("flag_spikes", self.flag_spikes),
+            ("diverged", self.n_diverged > 0),
+            ("negative", self.n_negative > 0),
+            ("not_converged", self.n_not_converged > 0),
+            ("negative_mean", self.negative_mean),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// One line for logs and warnings.
+    pub fn line(&self) -> String {
+        let mala = if self.mala_acceptance.is_nan() { "n/a".to_string() } else { format!("{:.3}", self.mala_acceptance) };
+        format!(
+            "{} step {}: LLC {:.3} ± {:.3} (sd over {} chains), R-hat {:.3}, ESS {:.0}, MALA {mala}{}",
+            self.key.ident.run,
+            self.key.step,
+            self.llc_mean,
+            self.llc_std,
+            self.chains_used,
+            self.r_hat,
+            self.ess_bulk,
+            if self.flagged() { format!("; flags: {}", self.flags) } else { String::new() }
+        )
+    }
+}
+
+/// Writes the two tables of `done` (in order): the trace first, then the summary that `make`
+/// waits for.
+pub fn write_estimates(done: &[CheckpointLlc], summary: &Path, trace: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
+    write_parquet(&mut trace_frame(done)?, &LLC_TRACE, trace, meta)?;
+    let rows: Vec<&SummaryRow> = done.iter().map(|c| &c.summary).collect();
+    write_parquet(&mut summary_frame(&rows)?, &LLC_SUMMARY, summary, meta)
+}
+
+fn summary_frame(rows: &[&SummaryRow]) -> Result<DataFrame> {
+    let n = rows.len();
+    let mut cols = key_columns(rows.iter().map(|r| &r.key));
+    let f = |name: &str, g: &dyn Fn(&SummaryRow) -> f64| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<f64>>());
+    let i = |name: &str, g: &dyn Fn(&SummaryRow) -> i64| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<i64>>());
+    let s = |name: &str, g: &dyn Fn(&SummaryRow) -> String| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<String>>());
+    let b = |name: &str, g: &dyn Fn(&SummaryRow) -> bool| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<bool>>());
+    cols.extend([
+        s("rows_used", &|r| r.rows_used.clone()),
+        i("n_train", &|r| r.n_train),
+        i("n_params", &|r| r.n_params),
+        f("llc_mean", &|r| r.llc_mean),
+        f("llc_std", &|r| r.llc_std),
+        f("llc_se", &|r| r.llc_se),
+        f("r_hat", &|r| r.r_hat),
+        f("ess_bulk", &|r| r.ess_bulk),
+        f("mala_acceptance", &|r| r.mala_acceptance),
+        f("loss_at_wstar", &|r| r.loss_at_wstar),
+        f("nbeta", &|r| r.nbeta),
+        i("chains_used", &|r| r.chains_used),
+        i("n_diverged", &|r| r.n_diverged),
+        i("n_negative", &|r| r.n_negative),
+        i("n_not_converged", &|r| r.n_not_converged),
+        b("negative_mean", &|r| r.negative_mean),
+        b("flag_r_hat", &|r| r.flag_r_hat),
+        b("flag_mala", &|r| r.flag_mala),
+        b("flag_spikes", &|r| r.flag_spikes),
+        s("flags", &|r| r.flags.clone()),
+        f("epsilon", &|r| r.settings.epsilon),
+        f("gamma", &|r| r.settings.gamma),
+        s("nbeta_setting", &|r| r.settings.nbeta.to_string()),
+        i("batch_size", &|r| r.batch_size),
+        i("chains", &|r| r.settings.chains as i64),
+        i("draws", &|r| r.settings.draws as i64),
+        i("burn_in", &|r| r.settings.burn_in as i64),
+        i("steps_between_draws", &|r| r.settings.steps_between_draws as i64),
+        i("sgld_seed", &|r| r.settings.seed as i64),
+        s("loss_at_wstar_mode", &|r| r.settings.loss_at_wstar.to_string()),
+        i("loss_at_wstar_batches", &|r| r.settings.loss_at_wstar_batches as i64),
+        i("mala_every", &|r| r.settings.mala_every as i64),
+        f("divergence_factor", &|r| r.settings.divergence_factor),
+        f("divergence_loss", &|r| r.divergence_loss),
+        b("rmsprop", &|r| r.settings.rmsprop),
+        f("rmsprop_alpha", &|r| r.settings.rmsprop_alpha),
+        f("rmsprop_eps", &|r| r.settings.rmsprop_eps),
+        s("settings_hash", &|r| r.settings_hash.clone()),
+        s("checkpoint_hash", &|r| r.checkpoint_hash.clone()),
+    ]);
+    Ok(DataFrame::new(n, cols)?)
+}
+
+fn trace_frame(done: &[CheckpointLlc]) -> Result<DataFrame> {
+    let rows: Vec<(&SummaryRow, &TraceRow)> = done.iter().flat_map(|c| c.trace.iter().map(move |t| (&c.summary, t))).collect();
+    let n = rows.len();
+    Ok(DataFrame::new(
+        n,
+        vec![
+            PlColumn::new("run".into(), rows.iter().map(|(s, _)| s.key.ident.run.as_str()).collect::<Vec<_>>()),
+            PlColumn::new("step".into(), rows.iter().map(|(s, _)| s.key.step).collect::<Vec<_>>()),
+            PlColumn::new("checkpoint".into(), rows.iter().map(|(s, _)| s.key.checkpoint.as_str()).collect::<Vec<_>>()),
+            PlColumn::new("chain".into(), rows.iter().map(|(_, t)| t.chain).collect::<Vec<_>>()),
+            PlColumn::new("draw".into(), rows.iter().map(|(_, t)| t.draw).collect::<Vec<_>>()),
+            PlColumn::new("loss".into(), rows.iter().map(|(_, t)| t.loss).collect::<Vec<_>>()),
+        ],
+    )?)
+}
+
+/// Every row of a summary table (the final one, or the partial file of an interrupted stage).
+pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
+    let df = read_parquet(path, &LLC_SUMMARY)?;
+    let s = |n: &str| col_str(&df, n, path);
+    let f = |n: &str| col_f64(&df, n, path);
+    let i = |n: &str| col_i64(&df, n, path);
+    let b = |n: &str| col_bool(&df, n, path);
+    let keys = read_keys(&df, path)?;
+    let (rows_used, n_train, n_params) = (s("rows_used")?, i("n_train")?, i("n_params")?);
+    let (mean, std, se, r_hat, ess, mala, lw, nbeta) =
+        (f("llc_mean")?, f("llc_std")?, f("llc_se")?, f("r_hat")?, f("ess_bulk")?, f("mala_acceptance")?, f("loss_at_wstar")?, f("nbeta")?);
+    let (used, div, neg, nc, negm, flags) = (i("chains_used")?, i("n_diverged")?, i("n_negative")?, i("n_not_converged")?, b("negative_mean")?, s("flags")?);
+    let (fr, fm, fs) = (b("flag_r_hat")?, b("flag_mala")?, b("flag_spikes")?);
+    let (eps, gamma, nbs, batch, chains, draws, burn, thin, sseed) =
+        (f("epsilon")?, f("gamma")?, s("nbeta_setting")?, i("batch_size")?, i("chains")?, i("draws")?, i("burn_in")?, i("steps_between_draws")?, i("sgld_seed")?);
+    let (lwm, lwb, mala_every, dfac, dloss, rms, rms_a, rms_e) =
+        (s("loss_at_wstar_mode")?, i("loss_at_wstar_batches")?, i("mala_every")?, f("divergence_factor")?, f("divergence_loss")?, b("rmsprop")?, f("rmsprop_alpha")?, f("rmsprop_eps")?);
+    let (sh, ch) = (s("settings_hash")?, s("checkpoint_hash")?);
+    let mut out = Vec::with_capacity(df.height());
+    for (k, key) in keys.into_iter().enumerate() {
+        let nbeta_setting: NBeta = nbs[k].parse().map_err(|e: String| anyhow::anyhow!("{}: row {k}: {e}", path.display()))?;
+        let loss_at_wstar = lwm[k].parse().map_err(|e: String| anyhow::anyhow!("{}: row {k}: {e}", path.display()))?;
+        let settings = SgldConfig {
+            epsilon: eps[k],
+            gamma: gamma[k],
+            nbeta: nbeta_setting,
+            batch_size: None,
+            chains: chains[k] as usize,
+            draws: draws[k] as usize,
+            burn_in: burn[k] as usize,
+            steps_between_draws: thin[k] as usize,
+            seed: sseed[k] as u64,
+            loss_at_wstar,
+            loss_at_wstar_batches: lwb[k] as usize,
+            mala_every: mala_every[k] as usize,
+            divergence_factor: dfac[k],
+            rmsprop: rms[k],
+            rmsprop_alpha: rms_a[k],
+            rmsprop_eps: rms_e[k],
+            threads: 0,
+        };
+        out.push(SummaryRow {
+            key,
+            rows_used: rows_used[k].clone(),
+            n_train: n_train[k],
+            n_params: n_params[k],
+            llc_mean: mean[k],
+            llc_std: std[k],
+            llc_se: se[k],
+            r_hat: r_hat[k],
+            ess_bulk: ess[k],
+            mala_acceptance: mala[k],
+            loss_at_wstar: lw[k],
+            nbeta: nbeta[k],
+            chains_used: used[k],
+            n_diverged: div[k],
+            n_negative: neg[k],
+            n_not_converged: nc[k],
+            negative_mean: negm[k],
+            flag_r_hat: fr[k],
+            flag_mala: fm[k],
+            flag_spikes: fs[k],
+            flags: flags[k].clone(),
+            settings,
+            batch_size: batch[k],
+            divergence_loss: dloss[k],
+            settings_hash: sh[k].clone(),
+            checkpoint_hash: ch[k].clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The checkpoint a trace row belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceKey {
+    /// Run id.
+    pub run: String,
+    /// Step of the checkpoint.
+    pub step: i64,
+    /// The checkpoint file.
+    pub checkpoint: String,
+}
+
+/// Every row of a trace table, with its checkpoint.
+pub fn read_trace(path: &Path) -> Result<Vec<(TraceKey, TraceRow)>> {
+    let df = read_parquet(path, &LLC_TRACE)?;
+    let (run, step, checkpoint) = (col_str(&df, "run", path)?, col_i64(&df, "step", path)?, col_str(&df, "checkpoint", path)?);
+    let (chain, draw, loss) = (col_i64(&df, "chain", path)?, col_i64(&df, "draw", path)?, col_f64(&df, "loss", path)?);
+    Ok(run
+        .into_iter()
+        .zip(checkpoint)
+        .enumerate()
+        .map(|(k, (run, checkpoint))| (TraceKey { run, step: step[k], checkpoint }, TraceRow { chain: chain[k], draw: draw[k], loss: loss[k] }))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// llc calibrate
+
+/// Writes the calibration table: one row per cell of the checkpoint with key `key`.
+pub fn write_calibration(key: &RowKey, cells: &[CalibrationCell], path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
+    let n = cells.len();
+    let f = |name: &str, g: &dyn Fn(&CalibrationCell) -> f64| PlColumn::new(name.into(), cells.iter().map(g).collect::<Vec<f64>>());
+    let i = |name: &str, g: &dyn Fn(&CalibrationCell) -> i64| PlColumn::new(name.into(), cells.iter().map(g).collect::<Vec<i64>>());
+    let s = |name: &str, g: &dyn Fn(&CalibrationCell) -> String| PlColumn::new(name.into(), cells.iter().map(g).collect::<Vec<String>>());
+    let b = |name: &str, g: &dyn Fn(&CalibrationCell) -> bool| PlColumn::new(name.into(), cells.iter().map(g).collect::<Vec<bool>>());
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            s("run", &|_| key.ident.run.clone()),
+            i("step", &|_| key.step),
+            s("checkpoint", &|_| key.checkpoint.clone()),
+            f("epsilon", &|c| c.settings.epsilon),
+            f("gamma", &|c| c.settings.gamma),
+            s("nbeta_setting", &|c| c.settings.nbeta.to_string()),
+            f("nbeta", &|c| c.estimate.nbeta),
+            i("batch_size", &|c| c.estimate.batch_size as i64),
+            i("chains", &|c| c.settings.chains as i64),
+            i("draws", &|c| c.settings.draws as i64),
+            i("burn_in", &|c| c.settings.burn_in as i64),
+            i("steps_between_draws", &|c| c.settings.steps_between_draws as i64),
+            f("llc_mean", &|c| c.estimate.llc_mean),
+            f("llc_std", &|c| c.estimate.llc_std),
+            f("r_hat", &|c| c.estimate.r_hat),
+            f("ess_bulk", &|c| c.estimate.ess_bulk),
+            f("mala_acceptance", &|c| c.estimate.mala_acceptance.unwrap_or(f64::NAN)),
+            f("loss_at_wstar", &|c| c.estimate.loss_at_wstar),
+            i("n_diverged", &|c| c.estimate.flags.diverged as i64),
+            i("n_negative", &|c| c.estimate.flags.negative as i64),
+            i("n_not_converged", &|c| c.estimate.flags.not_converged as i64),
+            s("flags", &|c| c.estimate.flag_text()),
+            b("healthy", &|c| c.healthy),
+            f("relative_change", &|c| c.relative_change),
+            b("recommended", &|c| c.recommended),
+        ],
+    )?;
+    write_parquet(&mut df, &LLC_CALIBRATION, path, meta)
+}
+
+/// One row of [`LLC_CALIBRATION`] as read back (the settings as written, unparsed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationRow {
+    /// The checkpoint's run, step and file.
+    pub key: TraceKey,
+    /// Step size ε.
+    pub epsilon: f64,
+    /// Localisation γ.
+    pub gamma: f64,
+    /// nβ as configured.
+    pub nbeta_setting: String,
+    /// nβ used.
+    pub nbeta: f64,
+    /// Batch size used.
+    pub batch_size: i64,
+    /// Chains run.
+    pub chains: i64,
+    /// Draws per chain.
+    pub draws: i64,
+    /// Burn-in.
+    pub burn_in: i64,
+    /// Thinning.
+    pub steps_between_draws: i64,
+    /// The estimate.
+    pub llc_mean: f64,
+    /// Sample std over chains.
+    pub llc_std: f64,
+    /// Split R-hat.
+    pub r_hat: f64,
+    /// Bulk ESS.
+    pub ess_bulk: f64,
+    /// Mean MALA acceptance (NaN when not measured).
+    pub mala_acceptance: f64,
+    /// L(w*).
+    pub loss_at_wstar: f64,
+    /// Diverged chains.
+    pub n_diverged: i64,
+    /// Negative chains.
+    pub n_negative: i64,
+    /// Chains still rising.
+    pub n_not_converged: i64,
+    /// Flags in words.
+    pub flags: String,
+    /// Healthy for the recommendation.
+    pub healthy: bool,
+    /// Relative change from the next smaller ε.
+    pub relative_change: f64,
+    /// The recommended point.
+    pub recommended: bool,
+}
+
+/// Every row of a calibration table.
+pub fn read_calibration(path: &Path) -> Result<Vec<CalibrationRow>> {
+    let df = read_parquet(path, &LLC_CALIBRATION)?;
+    let s = |n: &str| col_str(&df, n, path);
+    let f = |n: &str| col_f64(&df, n, path);
+    let i = |n: &str| col_i64(&df, n, path);
+    let b = |n: &str| col_bool(&df, n, path);
+    let (run, step, checkpoint) = (s("run")?, i("step")?, s("checkpoint")?);
+    let (eps, gamma, nbs, nbeta, batch) = (f("epsilon")?, f("gamma")?, s("nbeta_setting")?, f("nbeta")?, i("batch_size")?);
+    let (chains, draws, burn, thin) = (i("chains")?, i("draws")?, i("burn_in")?, i("steps_between_draws")?);
+    let (mean, std, r_hat, ess, mala, lw) = (f("llc_mean")?, f("llc_std")?, f("r_hat")?, f("ess_bulk")?, f("mala_acceptance")?, f("loss_at_wstar")?);
+    let (div, neg, nc, flags) = (i("n_diverged")?, i("n_negative")?, i("n_not_converged")?, s("flags")?);
+    let (healthy, rel, rec) = (b("healthy")?, f("relative_change")?, b("recommended")?);
+    Ok((0..df.height())
+        .map(|k| CalibrationRow {
+            key: TraceKey { run: run[k].clone(), step: step[k], checkpoint: checkpoint[k].clone() },
+            epsilon: eps[k],
+            gamma: gamma[k],
+            nbeta_setting: nbs[k].clone(),
+            nbeta: nbeta[k],
+            batch_size: batch[k],
+            chains: chains[k],
+            draws: draws[k],
+            burn_in: burn[k],
+            steps_between_draws: thin[k],
+            llc_mean: mean[k],
+            llc_std: std[k],
+            r_hat: r_hat[k],
+            ess_bulk: ess[k],
+            mala_acceptance: mala[k],
+            loss_at_wstar: lw[k],
+            n_diverged: div[k],
+            n_negative: neg[k],
+            n_not_converged: nc[k],
+            flags: flags[k].clone(),
+            healthy: healthy[k],
+            relative_change: rel[k],
+            recommended: rec[k],
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// llc validate
+
+/// Writes the validation table, one row per result, with the settings of every row as JSON
+/// under the metadata key `settings`.
+pub fn write_validation(results: &[ValidationResult], path: &Path) -> Result<()> {
+    let f = |name: &str, g: &dyn Fn(&ValidationResult) -> f64| PlColumn::new(name.into(), results.iter().map(g).collect::<Vec<f64>>());
+    let i = |name: &str, g: &dyn Fn(&ValidationResult) -> i64| PlColumn::new(name.into(), results.iter().map(g).collect::<Vec<i64>>());
+    let s = |name: &str, g: &dyn Fn(&ValidationResult) -> String| PlColumn::new(name.into(), results.iter().map(g).collect::<Vec<String>>());
+    let mut df = DataFrame::new(
+        results.len(),
+        vec![
+            s("model", &|r| r.model.clone()),
+            f("true_llc", &|r| r.true_llc),
+            f("llc_mean", &|r| r.llc_mean),
+            f("llc_std", &|r| r.llc_std),
+            f("relative_error", &|r| r.relative_error),
+            f("epsilon", &|r| r.settings.epsilon),
+            f("gamma", &|r| r.settings.gamma),
+            s("nbeta_setting", &|r| r.settings.nbeta.to_string()),
+            f("nbeta", &|r| r.estimate.nbeta),
+            i("batch_size", &|r| r.estimate.batch_size as i64),
+            i("chains", &|r| r.settings.chains as i64),
+            i("draws", &|r| r.settings.draws as i64),
+            i("burn_in", &|r| r.settings.burn_in as i64),
+            i("steps_between_draws", &|r| r.settings.steps_between_draws as i64),
+            i("seed", &|r| r.settings.seed as i64),
+            s("loss_at_wstar_mode", &|r| r.settings.loss_at_wstar.to_string()),
+            f("loss_at_wstar", &|r| r.estimate.loss_at_wstar),
+            f("r_hat", &|r| r.estimate.r_hat),
+            f("ess_bulk", &|r| r.estimate.ess_bulk),
+            f("mala_acceptance", &|r| r.estimate.mala_acceptance.unwrap_or(f64::NAN)),
+            s("flags", &|r| r.estimate.flag_summary()),
+        ],
+    )?;
+    let settings: Vec<&SgldConfig> = results.iter().map(|r| &r.settings).collect();
+    let meta = BTreeMap::from([("settings".to_string(), serde_json::to_string(&settings)?)]);
+    write_parquet(&mut df, &LLC_VALIDATION, path, &meta)
+}

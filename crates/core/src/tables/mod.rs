@@ -1,11 +1,15 @@
 /*!
-All parquet I/O. Every table is written through [`write_parquet`] (zstd, fixed statistics,
-key-value metadata, atomic rename) and read through [`read_parquet`], which checks the columns
-against the table's [`Schema`] so that a wrong or truncated file fails with the file and column
-named rather than somewhere deep in an analysis.
+All parquet I/O, and the only module that uses polars (a test holds the rest of the source to
+that). Every table is written through [`write_parquet`] (zstd, fixed statistics, key-value
+metadata, atomic rename) and read through [`read_parquet`], which checks the columns against the
+table's [`Schema`] so that a wrong or truncated file fails with the file and column named rather
+than somewhere deep in an analysis.
 
-Each table's schema is one function in a submodule named after the table; the README documents the
-same columns.
+Each table has one submodule holding its schema (a [`Schema`] constant), its row type, its writer
+and its reader, so that adding a column is one edit: [`dataset`], [`train`] (`metrics.parquet`),
+[`analysis`] (checkpoint-scan, symmetry), [`llc`] and [`bench`]. The run-identifying key columns
+every per-run table starts with are [`ids`]. `docs/tables.md`, `docs/tables-analysis.md` and
+`docs/llc.md` hold each schema's column table verbatim (tests keep them in step).
 */
 
 use std::collections::BTreeMap;
@@ -13,14 +17,22 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use polars::prelude::{DataFrame, DataType, KeyValueMetadata, ParquetCompression, ParquetReader, ParquetWriter, SerReader, StatisticsOptions};
+use polars::prelude::{
+    Column as PlColumn, DataFrame, DataType, Int64Type, IntoSeries, KeyValueMetadata, ListBuilderTrait, ListPrimitiveChunkedBuilder, ParquetCompression,
+    ParquetReader, ParquetWriter, SerReader, StatisticsOptions,
+};
 
 use crate::fsio;
 
 pub mod analysis;
+pub mod bench;
+pub mod dataset;
 pub mod ids;
 pub mod llc;
-pub mod schemas;
+pub mod train;
+
+/// The tables documented in `docs/tables.md` (the analysis and LLC tables have their own pages).
+pub const DOCUMENTED: &[&Schema] = &[&dataset::DATASET, &train::TRAIN_METRICS, &bench::BENCH];
 
 /// One column of a documented table.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +56,8 @@ pub enum ColType {
     Str,
     /// Boolean.
     Bool,
+    /// A list of 64-bit signed integers per row.
+    ListI64,
 }
 
 impl ColType {
@@ -53,6 +67,7 @@ impl ColType {
             ColType::F64 => DataType::Float64,
             ColType::Str => DataType::String,
             ColType::Bool => DataType::Boolean,
+            ColType::ListI64 => DataType::List(Box::new(DataType::Int64)),
         }
     }
 }
@@ -222,6 +237,31 @@ pub fn col_str(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
+/// See [`col_i64`]; a column of integer lists.
+pub fn col_list_i64(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<Vec<i64>>> {
+    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
+    let ca = c.list().with_context(|| format!("{}: column `{name}` is not a list", path.display()))?;
+    if ca.is_empty() {
+        return Ok(Vec::new());
+    }
+    ca.amortized_iter()
+        .map(|v| {
+            let s = v.with_context(|| format!("{}: null in column `{name}`", path.display()))?;
+            let inner = s.as_ref().i64().with_context(|| format!("{}: column `{name}` is not a list of i64", path.display()))?;
+            inner.iter().map(|x| x.with_context(|| format!("{}: null inside column `{name}`", path.display()))).collect()
+        })
+        .collect()
+}
+
+/// A column of integer lists (`List(Int64)`), one list per row.
+fn list_i64(name: &str, rows: impl Iterator<Item = Vec<i64>>) -> PlColumn {
+    let mut b = ListPrimitiveChunkedBuilder::<Int64Type>::new(name.into(), 0, 0, DataType::Int64);
+    for r in rows {
+        b.append_slice(&r);
+    }
+    b.finish().into_series().into()
+}
+
 /// See [`col_i64`].
 pub fn col_bool(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<bool>> {
     let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
@@ -229,6 +269,91 @@ pub fn col_bool(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<bool>> {
     ca.iter()
         .map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display())))
         .collect()
+}
+
+/// The values of one column, for assembling a table by hand without polars (the synthetic
+/// tables of the tests).
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum Values {
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    Str(Vec<String>),
+    Bool(Vec<bool>),
+    ListI64(Vec<Vec<i64>>),
+}
+
+#[cfg(test)]
+mod values_from {
+    use super::Values;
+    impl From<Vec<i64>> for Values {
+        fn from(v: Vec<i64>) -> Values {
+            Values::I64(v)
+        }
+    }
+    impl From<Vec<f64>> for Values {
+        fn from(v: Vec<f64>) -> Values {
+            Values::F64(v)
+        }
+    }
+    impl From<Vec<&str>> for Values {
+        fn from(v: Vec<&str>) -> Values {
+            Values::Str(v.into_iter().map(str::to_owned).collect())
+        }
+    }
+    impl From<Vec<String>> for Values {
+        fn from(v: Vec<String>) -> Values {
+            Values::Str(v)
+        }
+    }
+    impl From<Vec<bool>> for Values {
+        fn from(v: Vec<bool>) -> Values {
+            Values::Bool(v)
+        }
+    }
+    impl From<Vec<Vec<i64>>> for Values {
+        fn from(v: Vec<Vec<i64>>) -> Values {
+            Values::ListI64(v)
+        }
+    }
+}
+
+/// Writes the given columns, adding every other column of `schema` with a neutral value (0,
+/// NaN, empty, false, an empty list), so that synthetic tables follow the documented schemas as
+/// they grow.
+#[cfg(test)]
+pub(crate) fn write_filled(cols: Vec<(&str, Values)>, schema: &Schema, path: &Path) {
+    let n = match &cols[0].1 {
+        Values::I64(v) => v.len(),
+        Values::F64(v) => v.len(),
+        Values::Str(v) => v.len(),
+        Values::Bool(v) => v.len(),
+        Values::ListI64(v) => v.len(),
+    };
+    let mut out: Vec<PlColumn> = cols
+        .into_iter()
+        .map(|(name, v)| match v {
+            Values::I64(v) => PlColumn::new(name.into(), v),
+            Values::F64(v) => PlColumn::new(name.into(), v),
+            Values::Str(v) => PlColumn::new(name.into(), v),
+            Values::Bool(v) => PlColumn::new(name.into(), v),
+            Values::ListI64(v) => list_i64(name, v.into_iter()),
+        })
+        .collect();
+    for c in schema.columns {
+        if out.iter().any(|x| x.name().as_str() == c.name) {
+            continue;
+        }
+        out.push(match c.dtype {
+            ColType::I64 => PlColumn::new(c.name.into(), vec![0i64; n]),
+            ColType::F64 => PlColumn::new(c.name.into(), vec![f64::NAN; n]),
+            ColType::Str => PlColumn::new(c.name.into(), vec![""; n]),
+            ColType::Bool => PlColumn::new(c.name.into(), vec![false; n]),
+            ColType::ListI64 => list_i64(c.name, std::iter::repeat_n(Vec::new(), n)),
+        });
+    }
+    let mut df = DataFrame::new(n, out).unwrap();
+    write_parquet(&mut df, schema, path, &BTreeMap::new()).unwrap();
 }
 
 #[cfg(test)]
@@ -278,5 +403,59 @@ mod tests {
         std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
         assert!(format!("{:#}", read_parquet(&bad, &T).unwrap_err()).contains("bad.parquet"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A list column round-trips, empty lists included, and its type is checked.
+    #[test]
+    fn list_columns_round_trip() {
+        const L: Schema = Schema { name: "l", columns: &[Column { name: "k", dtype: ColType::ListI64, doc: "" }] };
+        let path = std::env::temp_dir().join(format!("tables-list-{}.parquet", std::process::id()));
+        let rows = vec![vec![3i64, 6, 15], vec![], vec![1]];
+        let mut df = DataFrame::new(3, vec![list_i64("k", rows.clone().into_iter())]).unwrap();
+        write_parquet(&mut df, &L, &path, &BTreeMap::new()).unwrap();
+        let back = read_parquet(&path, &L).unwrap();
+        assert_eq!(col_list_i64(&back, "k", &path).unwrap(), rows);
+        assert_eq!(back.column("k").unwrap().dtype(), &DataType::List(Box::new(DataType::Int64)));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// docs/tables.md holds every schema's generated column table verbatim, so a column cannot
+    /// be added without being documented.
+    #[test]
+    fn docs_list_every_column() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tables.md");
+        let text = std::fs::read_to_string(&path).expect("docs/tables.md");
+        let mut missing = Vec::new();
+        for schema in super::DOCUMENTED {
+            let table = schema.markdown();
+            if !text.contains(&table) {
+                missing.push(format!("### `{}`\n\n{table}", schema.name));
+            }
+        }
+        assert!(missing.is_empty(), "docs/tables.md is out of date; these tables should appear verbatim:\n{}", missing.join("\n"));
+    }
+
+    /// Only this module uses polars: no source file of any crate outside `crates/core/src/tables/`
+    /// mentions it, so every table's columns are named in one place.
+    #[test]
+    fn only_tables_mentions_polars() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tables = crates.join("core/src/tables");
+        let mut offenders = Vec::new();
+        let mut stack = vec![crates.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    if !p.starts_with(&tables) {
+                        stack.push(p);
+                    }
+                } else if p.extension().is_some_and(|x| x == "rs") && std::fs::read_to_string(&p).unwrap().contains("polars") {
+                    offenders.push(p.strip_prefix(&crates).unwrap().display().to_string());
+                }
+            }
+        }
+        offenders.sort();
+        assert!(offenders.is_empty(), "only crates/core/src/tables/ may use polars; these files mention it: {offenders:?}");
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ckpt;
+use crate::llc::{CalibrationGrid, RecommendCriteria};
+use crate::tables::{self, llc::{read_summary, SummaryRow}};
 use crate::data::DataConfig;
 use crate::data::Dataset;
 use crate::llc::transformer::{GradMode, RowsUsed, TrainingRows, TransformerTarget};

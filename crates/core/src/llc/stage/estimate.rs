@@ -1,0 +1,207 @@
+//! The estimate stage: one summary row and a trace per checkpoint, resumable at checkpoint
+//! granularity (see the parent module's docs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::settings::{settings_hash, settings_json, SettingsSource};
+use crate::ckpt::{self, Checkpoint};
+use crate::llc::transformer::{TrainingRows, TransformerTarget};
+use crate::llc::{estimate, LlcEstimate, SgldConfig};
+use crate::run::RowKey;
+use crate::tables::{self, llc::{CheckpointLlc, SummaryRow, TraceRow}};
+use crate::{fsio, interrupt};
+
+/// Output files of the estimate stage for `out` = `DIR/NAME.parquet`.
+#[derive(Debug, Clone)]
+pub struct EstimatePaths {
+    /// `DIR/NAME.parquet`: the summary.
+    pub summary: PathBuf,
+    /// `DIR/NAME_trace.parquet`.
+    pub trace: PathBuf,
+    /// `DIR/NAME.partial.parquet`: the summary so far, while running.
+    pub partial_summary: PathBuf,
+    /// `DIR/NAME_trace.partial.parquet`.
+    pub partial_trace: PathBuf,
+}
+
+impl EstimatePaths {
+    /// The files for a summary path.
+    pub fn new(out: &Path) -> EstimatePaths {
+        let trace = tables::sibling(out, "trace");
+        EstimatePaths {
+            summary: out.to_path_buf(),
+            partial_summary: out.with_extension("partial.parquet"),
+            partial_trace: trace.with_extension("partial.parquet"),
+            trace,
+        }
+    }
+}
+
+/// How the estimate stage runs.
+#[derive(Debug, Clone, Default)]
+pub struct EstimateOptions {
+    /// Draw a progress bar over checkpoints (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Stop (as if interrupted) after computing this many checkpoints in this call: the hook the
+    /// resume test uses in place of Ctrl-C.
+    pub stop_after: Option<usize>,
+}
+
+/// What the estimate stage did.
+#[derive(Debug, Clone)]
+pub struct EstimateOutcome {
+    /// Every finished checkpoint, in input order (computed or reused).
+    pub done: Vec<CheckpointLlc>,
+    /// Checkpoints computed in this call.
+    pub computed: usize,
+    /// Checkpoints reused from the partial files of an earlier call.
+    pub reused: usize,
+    /// Whether every checkpoint is done and the final tables were written.
+    pub complete: bool,
+    /// The checkpoints asked for.
+    pub total: usize,
+}
+
+/// Estimates the LLC of every checkpoint in `paths` (in order) into `out` and its trace table,
+/// resuming from the partial files of an interrupted earlier call (see the module docs).
+pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
+    let files = EstimatePaths::new(out);
+    if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
+        fsio::remove_stale_temps(dir)?;
+    }
+    let mut earlier = load_partial(&files);
+    let bar = if opts.progress { indicatif::ProgressBar::new(paths.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("llc [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta}) {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut done: Vec<CheckpointLlc> = Vec::with_capacity(paths.len());
+    let (mut computed, mut reused) = (0usize, 0usize);
+    let mut all_settings: BTreeMap<String, String> = BTreeMap::new();
+    for path in paths {
+        if interrupt::requested() || opts.stop_after.is_some_and(|k| computed >= k) {
+            bar.finish_and_clear();
+            tracing::warn!(
+                "stopped after {} of {} checkpoints; the finished ones are kept in {} and a rerun resumes from there",
+                done.len(),
+                paths.len(),
+                files.partial_summary.display()
+            );
+            return Ok(EstimateOutcome { done, computed, reused, complete: false, total: paths.len() });
+        }
+        let ckpt = ckpt::load(path)?;
+        let s = settings.for_checkpoint(&ckpt)?;
+        let s_hash = settings_hash(&s)?;
+        all_settings.insert(s_hash.clone(), settings_json(&s)?);
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let c_hash = crate::hash::hex(&bytes);
+        let key = RowKey::of(&ckpt);
+        if let Some(prev) = earlier.remove(&(key.checkpoint.clone(), s_hash.clone(), c_hash.clone())) {
+            tracing::debug!(checkpoint = %path.display(), "reusing the estimate of an earlier, interrupted call");
+            done.push(prev);
+            reused += 1;
+            bar.inc(1);
+            continue;
+        }
+        let started = Instant::now();
+        let result = estimate_checkpoint(&ckpt, &s, s_hash, c_hash).with_context(|| format!("llc estimate: {}", path.display()))?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "{}", result.summary.line());
+        bar.set_message(format!("step {}: λ = {:.2}", result.summary.key.step, result.summary.llc_mean));
+        bar.inc(1);
+        done.push(result);
+        computed += 1;
+        write_tables(&done, &files.partial_summary, &files.partial_trace, paths, &all_settings)?;
+    }
+    bar.finish_and_clear();
+    write_tables(&done, &files.summary, &files.trace, paths, &all_settings)?;
+    for p in [&files.partial_summary, &files.partial_trace] {
+        if p.exists() {
+            std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    let flagged: Vec<&CheckpointLlc> = done.iter().filter(|c| c.summary.flagged()).collect();
+    if !flagged.is_empty() {
+        eprintln!(
+            "warning: {} of {} LLC estimates are flagged (see the `flags` column of {}):",
+            flagged.len(),
+            done.len(),
+            files.summary.display()
+        );
+        for c in &flagged {
+            eprintln!("  {}", c.summary.line());
+        }
+    }
+    Ok(EstimateOutcome { done, computed, reused, complete: true, total: paths.len() })
+}
+
+/// One checkpoint's estimate, as its table rows.
+pub fn estimate_checkpoint(ckpt: &Checkpoint, settings: &SgldConfig, settings_hash: String, checkpoint_hash: String) -> Result<CheckpointLlc> {
+    let est = estimate_raw(ckpt, settings)?;
+    let rows_used = TrainingRows::of(ckpt)?.used.as_str();
+    let summary = SummaryRow::of(RowKey::of(ckpt), rows_used, &est, settings_hash, checkpoint_hash);
+    let trace = est
+        .trace_rows()
+        .map(|(chain, draw, loss)| TraceRow { chain: chain as i64, draw: draw as i64, loss })
+        .collect();
+    Ok(CheckpointLlc { summary, trace })
+}
+
+/// The [`LlcEstimate`] of one checkpoint with these settings: one [`TransformerTarget`] per chain
+/// over the checkpoint's rows.
+pub fn estimate_raw(ckpt: &Checkpoint, settings: &SgldConfig) -> Result<LlcEstimate> {
+    let rows = Arc::new(TrainingRows::of(ckpt)?);
+    let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone());
+    Ok(estimate(factory, settings)?)
+}
+
+type PartialKey = (String, String, String);
+
+/// The finished checkpoints of an earlier, interrupted call, by (checkpoint, settings hash,
+/// checkpoint hash). Unreadable partial files are ignored (and later overwritten).
+fn load_partial(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
+    if !files.partial_summary.exists() {
+        return BTreeMap::new();
+    }
+    let read = || -> Result<BTreeMap<PartialKey, CheckpointLlc>> {
+        let rows = tables::llc::read_summary(&files.partial_summary)?;
+        let mut traces: BTreeMap<String, Vec<TraceRow>> = BTreeMap::new();
+        if files.partial_trace.exists() {
+            for (key, row) in tables::llc::read_trace(&files.partial_trace)? {
+                traces.entry(key.checkpoint).or_default().push(row);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for r in rows {
+            // The trace partial is written before the summary partial, so every summary row has
+            // its trace there (possibly empty, when every chain diverged at once).
+            let trace = traces.remove(&r.key.checkpoint).unwrap_or_default();
+            out.insert((r.key.checkpoint.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
+        }
+        Ok(out)
+    };
+    match read() {
+        Ok(m) => {
+            tracing::info!("found {} finished checkpoint(s) of an interrupted run in {}", m.len(), files.partial_summary.display());
+            m
+        }
+        Err(e) => {
+            tracing::warn!("ignoring unreadable partial results: {e:#}");
+            BTreeMap::new()
+        }
+    }
+}
+
+fn write_tables(done: &[CheckpointLlc], summary: &Path, trace: &Path, inputs: &[PathBuf], settings: &BTreeMap<String, String>) -> Result<()> {
+    let settings_text = if settings.len() == 1 {
+        settings.values().next().cloned().unwrap_or_default()
+    } else {
+        serde_json::to_string(settings)?
+    };
+    let meta = tables::meta("llc estimate", inputs, &[("llc_settings", settings_text)]);
+    tables::llc::write_estimates(done, summary, trace, &meta)
+}

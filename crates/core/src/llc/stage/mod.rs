@@ -1,0 +1,39 @@
+/*!
+The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, tables out
+(`tables::llc`); see `docs/llc.md` for the method, the settings and what the columns mean.
+
+- [`settings`]: where each checkpoint's [`SgldConfig`] comes from, and its resume hash.
+- [`select`]: which checkpoints of the inputs are estimated.
+- [`estimate`](mod@estimate): the estimate stage, with its resume.
+- [`calibrate`](mod@calibrate): the calibration stage, and its outcome as a table.
+
+**Settings.** The SGLD settings are the experiment file's `llc:` section (`Config::llc`, an
+[`SgldConfig`], checked when the file is loaded), with `--set llc.x=v` overrides through the
+normal config path; the data (dataset, split, hence the rows and `n`) come
+from each checkpoint's own `pizza_config` ([`super::transformer::TrainingRows`]). When the grid
+varies `llc.*` keys, each checkpoint takes the settings of the grid run with its run id
+([`SettingsSource`]).
+
+**Resume.** After each checkpoint the rows so far are rewritten (atomically) to
+`<stem>.partial.parquet` and `<stem>_trace.partial.parquet` beside the output. A rerun reuses a
+partial row when its checkpoint path, `settings_hash` (the settings, threads excluded) and
+`checkpoint_hash` (the file's bytes) all match, so an interrupted stage redoes only unfinished
+checkpoints; the final tables are written only at the end (trace first, then the summary that
+`make` waits for) and the partial files are removed. Because every estimate is a deterministic
+function of its checkpoint and settings, the final bytes equal those of an uninterrupted run.
+*/
+
+mod calibrate;
+mod estimate;
+mod select;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+pub use calibrate::{calibrate_stage, cell_settings, CalibrateOptions, CalibrationCell, CalibrationOutcome, SeriesRecommendation};
+pub use estimate::{estimate_checkpoint, estimate_raw, estimate_stage, EstimateOptions, EstimateOutcome, EstimatePaths};
+pub use select::select_checkpoints;
+pub use settings::{settings_hash, settings_json, SettingsSource};
+
+#[cfg(doc)]
+use super::SgldConfig;
