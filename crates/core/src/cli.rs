@@ -37,12 +37,35 @@ impl ConfigArgs {
     }
 }
 
+/// Keeps candle's own thread pool to one thread unless `CANDLE_NUM_THREADS` says otherwise: for
+/// the binaries that sample (`llc`, `bench`). SGLD runs one chain per core, and candle's pool for
+/// element-wise ops on large tensors (≥ 64k elements: the SGLD update of W_in and W_out) would
+/// only fight the chains for the cores (it made the update 2–7× slower with two chains on two
+/// cores). It must run before candle first uses the pool, so first thing in `main`; it changes no
+/// number (element-wise results do not depend on it).
+pub fn one_candle_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Logs to stderr (`RUST_LOG` overrides the default `info`) and installs the Ctrl-C handler.
 pub fn init_logging() {
     crate::interrupt::install();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Checks a binary's flags (for its unit test): clap's own consistency checks, and a doc line on
+/// every flag of every subcommand.
+pub fn assert_documented(cmd: &clap::Command) {
+    cmd.clone().debug_assert();
+    for c in std::iter::once(cmd).chain(cmd.get_subcommands()) {
+        for arg in c.get_arguments().filter(|a| a.get_id() != "help" && a.get_id() != "version") {
+            assert!(arg.get_help().is_some() || arg.is_hide_set(), "`{} --{}` has no doc", c.get_name(), arg.get_id());
+        }
+    }
 }
 
 /// Maps a stage's result to an exit code, printing the error chain (`{:#}`) on failure.

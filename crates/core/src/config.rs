@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
@@ -395,7 +396,7 @@ fn resolve(mut tree: Value, p: u64, overrides: &[(String, Value)]) -> Result<Con
             set_path(&mut tree, k, v.clone())?;
         }
     }
-    let config = from_tree(tree)?;
+    let config: Config = from_tree(tree)?;
     config.validate()?;
     Ok(config)
 }
@@ -424,12 +425,28 @@ fn per_p_keys<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<BT
         .collect()
 }
 
+/// Applies `--set <section>.key=value` overrides to one section's settings by the same path as
+/// [`load`] (YAML values; an unknown key refused with the nearest valid key), for a command that
+/// starts from settings of its own rather than from an experiment file (`llc validate`).
+pub fn override_section<T: Serialize + DeserializeOwned>(base: &T, section: &str, sets: &[String]) -> Result<T> {
+    let mut tree = Value::Mapping(Default::default());
+    set_path(&mut tree, section, serde_yaml_ng::to_value(base).context("serializing the settings")?)?;
+    for (k, v) in parse_sets(sets)? {
+        if k.split('.').next() != Some(section) || k == section {
+            bail!("--set {k}: only {section}.* settings can be set here");
+        }
+        set_path(&mut tree, &k, v).with_context(|| format!("--set {k}"))?;
+    }
+    let sub = tree.get(section).cloned().unwrap_or(Value::Null);
+    from_tree(sub).map_err(|e| anyhow::anyhow!("{section}: {e}"))
+}
+
 /// Deserializes a tree, turning serde's "unknown field" into a hint with the nearest valid key.
-fn from_tree(tree: Value) -> Result<Config> {
+fn from_tree<T: DeserializeOwned>(tree: Value) -> Result<T> {
     // Through text, because only the string deserializer reports the dotted path of a bad value
     // (`train.lr: invalid type …`); its line numbers refer to the merged tree, so they are dropped.
     let text = serde_yaml_ng::to_string(&tree).context("re-serializing the merged config")?;
-    serde_yaml_ng::from_str::<Config>(&text).map_err(|e| {
+    serde_yaml_ng::from_str::<T>(&text).map_err(|e| {
         let msg = e.to_string();
         let msg = match msg.rfind(" at line ") {
             Some(i) => msg[..i].to_string(),

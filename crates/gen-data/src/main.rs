@@ -50,3 +50,8 @@ fn main() -> ExitCode {
     cli::init_logging();
     cli::exit("gen-data", run(Args::parse()))
 }
+
+#[test]
+fn every_flag_is_documented() {
+    cli::assert_documented(&<Args as clap::CommandFactory>::command());
+}

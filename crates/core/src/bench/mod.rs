@@ -7,6 +7,7 @@ measurement's peak memory, taken from a process of its own ([`process`]). Benchm
 record; no test asserts a time.
 */
 
+pub mod child;
 pub mod process;
 pub mod reference;
 pub mod runs;

@@ -80,6 +80,29 @@ impl Yardsticks<'_> {
     }
 }
 
+/// The PyTorch training step at each modulus, and (with `sgld` = (batch, chains, draws))
+/// devinterp's SGLD at the moduli and training rows of our full-batch training rows in `ours`:
+/// minibatches of `batch` rows with `draws` draws, full batch with a fifth of them (at least 10).
+/// A yardstick that fails (say, devinterp is not installed) is reported and skipped, so that our
+/// own rows are still written.
+pub fn yardstick_rows(y: &Yardsticks, moduli: &[u64], steps: usize, sgld: Option<(usize, usize, usize)>, ours: &[Row]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut keep = |row: Result<Row>| match row {
+        Ok(row) => rows.push(row),
+        Err(e) => tracing::warn!("yardstick skipped: {e:#}"),
+    };
+    for &p in moduli {
+        keep(y.torch_train_step(p, steps));
+    }
+    if let Some((sgld_batch, chains, draws)) = sgld {
+        for r in ours.iter().filter(|r| r.name == "train_step_full_batch") {
+            keep(y.devinterp_sgld(r.p, Some(sgld_batch), r.rows, chains, draws));
+            keep(y.devinterp_sgld(r.p, None, r.rows, chains, (draws / 5).max(10)));
+        }
+    }
+    rows
+}
+
 /// The last line of `stdout` that parses as a JSON object (the scripts print one per setting;
 /// Python warnings go to standard error).
 fn last_json(stdout: &str) -> Result<Value> {

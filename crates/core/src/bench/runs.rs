@@ -119,3 +119,22 @@ impl Sweep {
 pub fn runs_per_hour(row: &Row, steps: usize) -> f64 {
     3.6e6 / (row.ms_per_step * steps as f64)
 }
+
+/// The sweep trained in one process, in one process per run all at once and, when there are
+/// fewer threads than runs, `threads` processes at a time; the work folder `work` is removed
+/// afterwards.
+pub fn sweep_rows(train_bin: PathBuf, work: PathBuf, p: u64, runs: usize, steps: usize, threads: usize) -> Result<Vec<Row>> {
+    let sweep = Sweep { train_bin, work, p, runs, steps, threads };
+    let mut rows = Vec::new();
+    let mut layouts = vec![Layout::OneProcess, Layout::Processes(runs)];
+    if threads < runs {
+        layouts.push(Layout::Processes(threads));
+    }
+    for layout in layouts {
+        let r = sweep.measure(layout)?;
+        tracing::info!("{}: {:.0} runs of {steps} steps per hour", r.name, runs_per_hour(&r, steps));
+        rows.push(r);
+    }
+    std::fs::remove_dir_all(&sweep.work).with_context(|| format!("removing {}", sweep.work.display()))?;
+    Ok(rows)
+}

@@ -141,3 +141,23 @@ fn every_per_p_block_and_grid_point_is_checked_at_load() {
     let e = err("grid: {llc.gama: [1, 5]}", &[]);
     assert!(e.contains("did you mean `gamma`"), "{e}");
 }
+
+/// `llc validate` starts from a model's own settings; `--set llc.x=v` overrides only what it
+/// names, through the same parser and hints as an experiment file.
+#[test]
+fn section_overrides_change_only_what_they_name() {
+    use crate::llc::{LossAtWstar, NBeta, NBetaRule, SgldConfig};
+    let base = SgldConfig { epsilon: 1e-4, chains: 3, ..SgldConfig::default() };
+    let sets: Vec<String> = ["llc.epsilon=1e-3", "llc.nbeta=b_over_ln_b", "llc.batch_size=100", "llc.loss_at_wstar=first_batches"].map(String::from).to_vec();
+    let s = override_section(&base, "llc", &sets).unwrap();
+    assert_eq!(s.epsilon, 1e-3);
+    assert_eq!(s.nbeta, NBeta::Rule(NBetaRule::BOverLnB));
+    assert_eq!(s.batch_size, Some(100));
+    assert_eq!(s.loss_at_wstar, LossAtWstar::FirstBatches);
+    assert_eq!(SgldConfig { epsilon: base.epsilon, nbeta: base.nbeta, batch_size: None, loss_at_wstar: base.loss_at_wstar, ..s }, base);
+    assert_eq!(override_section(&base, "llc", &[]).unwrap(), base);
+    assert!(override_section(&base, "llc", &["llc.nbeta=lots".into()]).is_err());
+    let e = format!("{:#}", override_section(&base, "llc", &["llc.epsilom=1".into()]).unwrap_err());
+    assert!(e.contains("did you mean `epsilon`"), "{e}");
+    assert!(format!("{:#}", override_section(&base, "llc", &["train.lr=1".into()]).unwrap_err()).contains("only llc.*"));
+}

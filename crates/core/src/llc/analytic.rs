@@ -502,6 +502,48 @@ impl ValidationResult {
     }
 }
 
+/// One line: the model, the truth, the estimate ± its spread over chains and the relative error.
+impl std::fmt::Display for ValidationResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<18} true {:>8.4}  estimate {:>8.4} ± {:<7.4} relative error {:+6.1}%",
+            self.model,
+            self.true_llc,
+            self.llc_mean,
+            self.llc_std,
+            100.0 * self.relative_error
+        )
+    }
+}
+
+/// `llc validate`: each model with its recommended settings (or devinterp's, with `devinterp`)
+/// and the `--set llc.x=v` overrides, calling `report` with each result and its seconds as soon as
+/// it is done; flagged chains are a warning on stderr.
+pub fn validate_all(
+    models: &[AnalyticModel],
+    devinterp: bool,
+    sets: &[String],
+    mut report: impl FnMut(&ValidationResult, f64),
+) -> anyhow::Result<Vec<ValidationResult>> {
+    use anyhow::Context;
+    let mut results = Vec::new();
+    for model in models {
+        let base = if devinterp { model.devinterp_settings() } else { model.recommended_settings() };
+        let settings = crate::config::override_section(&base, "llc", sets)?;
+        let started = std::time::Instant::now();
+        let r = validate(model, &settings).with_context(|| format!("validating on {}", model.label()))?;
+        report(&r, started.elapsed().as_secs_f64());
+        if r.estimate.flags.chains_flagged() {
+            eprintln!("warning: {}: {}", r.model, r.estimate.summary());
+        } else {
+            tracing::info!("{}: {}", r.model, r.estimate.summary());
+        }
+        results.push(r);
+    }
+    Ok(results)
+}
+
 /// Estimates the LLC of `model` (data seeded with [`DATA_SEED`]) with `settings` and compares it
 /// with the truth.
 pub fn validate(
@@ -567,6 +609,32 @@ fn least_squares(x: &[f64], y: &[f64], n: usize, d: usize) -> Option<Vec<f64>> {
         w[i] = (z[i] - s) / l[i * d + i];
     }
     Some(w)
+}
+
+/// A family of analytic models, as `llc validate --model` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// f(x) = x·Π w_i^k_i at w* = 0 (needs the powers).
+    Polynomial,
+    /// Reduced-rank regression y = B·A·x (needs M, H, N).
+    Rrr,
+    /// Full-rank linear regression (needs d).
+    Linear,
+    /// Every reference case ([`reference_cases`]).
+    All,
+}
+
+/// The models of a family with these dimensions (each family needs its own; see [`Family`]).
+pub fn models(family: Family, powers: &[u32], mhn: (Option<usize>, Option<usize>, Option<usize>), d: Option<usize>) -> anyhow::Result<Vec<AnalyticModel>> {
+    Ok(match (family, mhn, d) {
+        (Family::Polynomial, ..) if powers.is_empty() => anyhow::bail!("--model polynomial needs --powers, e.g. --powers 1,1"),
+        (Family::Polynomial, ..) => vec![AnalyticModel::Polynomial { powers: powers.to_vec() }],
+        (Family::Rrr, (Some(m), Some(h), Some(n)), _) => vec![AnalyticModel::ReducedRank { m, h, n }],
+        (Family::Rrr, ..) => anyhow::bail!("--model rrr needs --m, --h and --n"),
+        (Family::Linear, _, Some(d)) => vec![AnalyticModel::Linear { d }],
+        (Family::Linear, ..) => anyhow::bail!("--model linear needs --d"),
+        (Family::All, ..) => reference_cases(),
+    })
 }
 
 /// The reference cases of §5 (devinterp's accuracy tests) plus a regular linear model with d = 4.

@@ -1,6 +1,7 @@
 //! The calibration stage: a grid of estimates on one checkpoint, the table, and a
 //! recommendation per (γ, batch size) series.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,7 +30,8 @@ pub struct CalibrationCell {
     pub recommended: bool,
 }
 
-/// What `llc calibrate` found.
+/// What `llc calibrate` found. Its `Display` is the table `llc calibrate` prints: one line per
+/// cell, then the recommendation of each (γ, batch size) series.
 #[derive(Debug, Clone)]
 pub struct CalibrationOutcome {
     /// The checkpoint's key.
@@ -38,6 +40,58 @@ pub struct CalibrationOutcome {
     pub cells: Vec<CalibrationCell>,
     /// The recommendation for each (γ, batch size) series (`None`: no point qualified).
     pub recommendations: Vec<SeriesRecommendation>,
+    /// How the sweep ran (for the advice when nothing qualified).
+    pub options: CalibrateOptions,
+}
+
+impl fmt::Display for CalibrationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>6} {:>6} {:>10} {:>9} {:>6} {:>5} {:>10} {:>8} {:>7} {:>7} {:>6}  flags",
+            "gamma", "batch", "nbeta", "epsilon", "burnin", "thin", "llc", "std", "R-hat", "ESS", "MALA"
+        )?;
+        for c in &self.cells {
+            let e = &c.estimate;
+            writeln!(
+                f,
+                "{:>6} {:>6} {:>10.2} {:>9.1e} {:>6} {:>5} {:>10.3} {:>8.3} {:>7.3} {:>7.0} {:>6} {}{}",
+                c.settings.gamma,
+                e.batch_size,
+                e.nbeta,
+                c.settings.epsilon,
+                c.settings.burn_in,
+                c.settings.steps_between_draws,
+                e.llc_mean,
+                e.llc_std,
+                e.r_hat,
+                e.ess_bulk,
+                e.mala_acceptance.map_or("n/a".into(), |a| format!("{a:.3}")),
+                if e.flags.chains_flagged() { e.flag_summary() } else { "-".into() },
+                if c.recommended { "   <= recommended" } else { "" }
+            )?;
+        }
+        for s in &self.recommendations {
+            let (gamma, batch) = (s.gamma, s.batch_size);
+            match s.recommendation {
+                Some(r) => writeln!(
+                    f,
+                    "recommendation (gamma {gamma}, batch {batch}): epsilon = {:e}, nbeta = {} (LLC {:.3}, {:.1} % from the next smaller epsilon)",
+                    r.epsilon,
+                    r.nbeta,
+                    r.llc_mean,
+                    100.0 * r.relative_change
+                )?,
+                None => writeln!(
+                    f,
+                    "recommendation (gamma {gamma}, batch {batch}): none — no two neighbouring step sizes are both healthy and within {:.0} % of each other; widen or refine the grid{}",
+                    100.0 * self.options.criteria.flat_tolerance,
+                    if self.options.equal_time_at.is_none() { ", or compare at equal sampling time (--equal-time-at)" } else { "" }
+                )?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The recommendation of one (γ, batch size) series of a calibration.
@@ -65,6 +119,14 @@ pub struct CalibrateOptions {
     pub equal_time_at: Option<f64>,
     /// What counts as flat and healthy.
     pub criteria: RecommendCriteria,
+}
+
+/// A batch size as `llc calibrate --batch-sizes` takes it: rows, or `full` (`None`).
+pub fn parse_batch_size(s: &str) -> Result<Option<usize>, String> {
+    match s {
+        "full" => Ok(None),
+        n => n.parse::<usize>().map(Some).map_err(|_| format!("batch size must be a number or `full`, got {n:?}")),
+    }
 }
 
 /// The settings of one calibration cell: `base` at step size `epsilon`, with the step counts
@@ -150,5 +212,6 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
         ],
     );
     tables::llc::write_calibration(&key, &cells, out, &meta)?;
-    Ok(CalibrationOutcome { key, cells, recommendations })
+    tracing::info!("wrote {}", out.display());
+    Ok(CalibrationOutcome { key, cells, recommendations, options: opts.clone() })
 }

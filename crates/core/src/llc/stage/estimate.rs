@@ -139,6 +139,34 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
     Ok(EstimateOutcome { done, computed, reused, complete: true, total: paths.len() })
 }
 
+/// `llc estimate`: [`estimate_stage`], logged, and an error when it was interrupted (the finished
+/// checkpoints are kept for the rerun).
+pub fn run_estimate(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<()> {
+    if let SettingsSource::Fixed(s) = settings {
+        tracing::info!(checkpoints = paths.len(), out = %out.display(), "llc estimate with {}", settings_json(s)?);
+    }
+    let started = Instant::now();
+    let outcome = estimate_stage(paths, out, settings, opts)?;
+    if !outcome.complete {
+        anyhow::bail!(
+            "interrupted after {} of {} checkpoints; they are kept, and running the same command again resumes",
+            outcome.done.len(),
+            outcome.total
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        checkpoints = outcome.total,
+        computed = outcome.computed,
+        reused = outcome.reused,
+        seconds,
+        per_checkpoint = seconds / outcome.computed.max(1) as f64,
+        "wrote {}",
+        out.display()
+    );
+    Ok(())
+}
+
 /// One checkpoint's estimate, as its table rows.
 pub fn estimate_checkpoint(ckpt: &Checkpoint, settings: &SgldConfig, settings_hash: String, checkpoint_hash: String) -> Result<CheckpointLlc> {
     let est = estimate_raw(ckpt, settings)?;

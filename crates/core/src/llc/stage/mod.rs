@@ -30,9 +30,9 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
-pub use calibrate::{calibrate_stage, cell_settings, CalibrateOptions, CalibrationCell, CalibrationOutcome, SeriesRecommendation};
-pub use estimate::{estimate_checkpoint, estimate_raw, estimate_stage, EstimateOptions, EstimateOutcome, EstimatePaths};
-pub use select::select_checkpoints;
+pub use calibrate::{calibrate_stage, cell_settings, parse_batch_size, CalibrateOptions, CalibrationCell, CalibrationOutcome, SeriesRecommendation};
+pub use estimate::{estimate_checkpoint, estimate_raw, estimate_stage, run_estimate, EstimateOptions, EstimateOutcome, EstimatePaths};
+pub use select::{select_checkpoints, Selection};
 pub use settings::{settings_hash, settings_json, SettingsSource};
 
 #[cfg(doc)]

@@ -6,6 +6,25 @@ use anyhow::{bail, Result};
 
 use crate::ckpt;
 
+/// Which checkpoints of the inputs `llc estimate` runs on: its flags, declared here so that a new
+/// way to choose them is one edit.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Selection {
+    /// Only every N-th checkpoint of each run directory (positions 0, N, 2N, …, and the last).
+    #[arg(long, value_name = "N")]
+    pub every: Option<usize>,
+    /// Only the checkpoints at these steps, e.g. `--steps 0,500,1500` (run directories only).
+    #[arg(long, value_delimiter = ',', value_name = "STEP,..")]
+    pub steps: Option<Vec<u64>>,
+}
+
+impl Selection {
+    /// The selected checkpoints of `inputs` (see [`select_checkpoints`]).
+    pub fn checkpoints(&self, inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        select_checkpoints(inputs, self.every, self.steps.as_deref())
+    }
+}
+
 /// The checkpoints of the inputs: run directories expanded in step order (with `every`, each
 /// directory's checkpoints at positions 0, N, 2N, … plus its last; with `steps`, only those
 /// steps), checkpoint files kept as given whatever the filters.

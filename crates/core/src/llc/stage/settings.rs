@@ -32,6 +32,15 @@ impl SettingsSource {
         Ok(SettingsSource::Fixed(cfg.llc.clone()))
     }
 
+    /// One set of settings (`llc calibrate`): with `run`, that grid run's `llc:` section; else the
+    /// file's.
+    pub fn one(cfg: &Config, run: Option<&str>) -> Result<SgldConfig> {
+        Ok(match run {
+            Some(id) => cfg.run(Some(id))?.config.llc,
+            None => cfg.llc.clone(),
+        })
+    }
+
     /// The settings for one checkpoint.
     pub fn for_checkpoint(&self, ckpt: &Checkpoint) -> Result<SgldConfig> {
         match self {
