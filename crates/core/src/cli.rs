@@ -1,8 +1,15 @@
 /*!
 What every stage binary shares: the config flags (`--config`, repeatable `--set`, `--run`),
-logging setup, and turning a result into an exit code with the whole error chain printed.
+logging and progress bars, and turning a result into an exit code with the whole error chain
+printed.
+
+Logs and progress bars go to stderr. Both are for people at a terminal: written to a file or a
+pipe (`make all > log 2>&1`, a Slurm log) the logs carry no colour codes and no progress bar is
+drawn, so a log file is plain text. `NO_COLOR` (any non-empty value) turns colour off at a
+terminal too.
 */
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,7 +61,28 @@ pub fn init_logging() {
     crate::interrupt::install();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour())
+        .with_target(false)
+        .try_init();
+}
+
+/// Whether log lines may carry colour: stderr is a terminal and `NO_COLOR` is unset or empty.
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A progress bar of `len` steps on stderr with this `indicatif` template; hidden unless `show`
+/// and stderr is a terminal (a bar redrawn into a log file is only noise).
+pub fn progress_bar(len: u64, template: &str, show: bool) -> indicatif::ProgressBar {
+    if !(show && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar
 }
 
 /// Checks a binary's flags (for its unit test): clap's own consistency checks, and a doc line on

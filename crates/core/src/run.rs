@@ -190,11 +190,7 @@ pub fn map_checkpoints<R: Send>(
     stage: &str,
     f: impl Fn(&Checkpoint) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let bar = if opts.progress { indicatif::ProgressBar::new(paths.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli::progress_bar(paths.len() as u64, "{prefix} [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta})", opts.progress);
     bar.set_prefix(stage.to_string());
     let one = |path: &PathBuf| -> Result<R> {
         let started = Instant::now();

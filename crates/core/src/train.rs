@@ -143,11 +143,7 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
     let full = t_cfg.batch_size.is_none_or(|b| b >= data.train.len());
     let (full_x, full_y) = data.gather(&data.train);
 
-    let bar = indicatif::ProgressBar::new(t_cfg.steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli::progress_bar(t_cfg.steps, "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}", true);
     bar.set_prefix(run_id.to_string());
     bar.set_position(start);
     let mut last_saved: Option<PathBuf> = None;

@@ -4,7 +4,7 @@
 #[path = "../../../tests/support/stage_cli.rs"]
 mod stage_cli;
 
-use stage_cli::{assert_refused, run, Scratch, LLC_TYPO, PER_P_TYPO};
+use stage_cli::{assert_no_escapes, assert_refused, run, Scratch, LLC_TYPO, PER_P_TYPO};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gen-data");
 
@@ -21,4 +21,13 @@ fn plan_and_dataset_refuse_a_typo_in_a_late_section() {
     // An override is checked the same way.
     let ran = run(BIN, &["--set", "llc.epsilom=1e-4", "--out", "dataset.parquet"], &dir);
     assert_refused(&ran, &dir, &inputs);
+}
+
+/// Logs written to a file carry no colour codes.
+#[test]
+fn a_log_file_holds_no_escape_codes() {
+    let dir = Scratch::new("gen-data-log");
+    let ran = run(BIN, &["--set", "data.p=7", "--out", "dataset.parquet"], &dir);
+    assert!(ran.success && ran.text().contains("wrote"), "{}", ran.text());
+    assert_no_escapes(&ran);
 }

@@ -3,7 +3,7 @@
 #[path = "../../../tests/support/stage_cli.rs"]
 mod stage_cli;
 
-use stage_cli::{assert_refused, run, Scratch, LLC_TYPO};
+use stage_cli::{assert_no_escapes, assert_refused, run, Scratch, LLC_TYPO, TINY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_train");
 
@@ -12,4 +12,15 @@ fn train_refuses_a_typo_in_the_llc_section_before_training() {
     let dir = Scratch::new("train-typo");
     dir.file("bad.yaml", LLC_TYPO);
     assert_refused(&run(BIN, &["--config", "bad.yaml", "--out", "run"], &dir), &dir, &["bad.yaml"]);
+}
+
+/// Logs written to a file carry no escape codes: no colour, no progress-bar redraws.
+#[test]
+fn a_log_file_holds_no_escape_codes() {
+    let dir = Scratch::new("train-log");
+    dir.file("tiny.yaml", TINY);
+    let ran = run(BIN, &["--config", "tiny.yaml", "--out", "run"], &dir);
+    assert!(ran.success, "{}", ran.text());
+    assert!(ran.text().contains("INFO") && ran.text().contains("finished"), "{}", ran.text());
+    assert_no_escapes(&ran);
 }

@@ -75,11 +75,7 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
         fsio::remove_stale_temps(dir)?;
     }
     let mut earlier = load_partial(&files);
-    let bar = if opts.progress { indicatif::ProgressBar::new(paths.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("llc [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta}) {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli::progress_bar(paths.len() as u64, "llc [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta}) {msg}", opts.progress);
     let mut done: Vec<CheckpointLlc> = Vec::with_capacity(paths.len());
     let (mut computed, mut reused) = (0usize, 0usize);
     let mut all_settings: BTreeMap<String, String> = BTreeMap::new();
