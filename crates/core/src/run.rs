@@ -9,7 +9,7 @@ are exact) or one of the paper's released files ("foreign": the paper's config J
 seed, no split, so every pair is used and unknown values are −1 or NaN).
 */
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -180,6 +180,28 @@ impl Default for StageOptions {
     fn default() -> Self {
         StageOptions { jobs: 1, progress: true }
     }
+}
+
+/// A stage over checkpoints (`checkpoint-scan`, `symmetry`): expands `inputs` (run directories
+/// or checkpoint files), applies `f` to each checkpoint ([`map_checkpoints`]), has `write` write
+/// the tables to `out` from the checkpoint files and the results, and logs what it wrote and how
+/// long it took.
+pub fn checkpoint_stage<R: Send>(
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &StageOptions,
+    stage: &str,
+    f: impl Fn(&Checkpoint) -> Result<R> + Sync,
+    write: impl FnOnce(&[PathBuf], &[R]) -> Result<()>,
+) -> Result<Vec<R>> {
+    let started = Instant::now();
+    let paths = ckpt::expand_inputs(inputs)?;
+    tracing::info!(checkpoints = paths.len(), out = %out.display(), "{stage}");
+    let results = map_checkpoints(&paths, opts, stage, f)?;
+    write(&paths, &results)?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(checkpoints = results.len(), seconds, per_checkpoint = seconds / results.len().max(1) as f64, "wrote {}", out.display());
+    Ok(results)
 }
 
 /// Loads each checkpoint in turn (or `jobs` at a time) and applies `f`, keeping the input order.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pizza_core::{ckpt, config, data::Dataset, tables::dataset};
+use pizza_core::{ckpt, config, data::Dataset};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -73,6 +73,28 @@ fn fuzz_config_reader() {
     eprintln!("fuzz config: {} inputs, {ok} accepted, {err} rejected", ok + err);
 }
 
+/// Feeds `read` mutants of the file `good` (written to `mutant.<ext>`, seeded with `seed`): each
+/// must be read or refused with an error naming the file, never a panic.
+fn fuzz_file<T>(what: &str, good: &std::path::Path, seed: u64, read: impl Fn(&std::path::Path) -> anyhow::Result<T> + std::panic::RefUnwindSafe) {
+    let original = std::fs::read(good).unwrap();
+    let name = format!("mutant.{}", good.extension().unwrap().to_string_lossy());
+    let path = tmp(&name);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..iters() {
+        std::fs::write(&path, mutate(&mut rng, &original)).unwrap();
+        match std::panic::catch_unwind(|| read(&path)) {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(e)) => {
+                assert!(format!("{e:#}").contains(&name), "error does not name the file: {e:#}");
+                err += 1
+            }
+            Err(_) => panic!("{what} reader panicked; input kept at {}", path.display()),
+        }
+    }
+    eprintln!("fuzz {what}: {} inputs, {ok} accepted, {err} rejected", ok + err);
+}
+
 #[test]
 fn fuzz_checkpoint_reader() {
     let cfg = config::load_str("data: {p: 7}\nmodel: {d_model: 8, n_heads: 2}", &[]).unwrap();
@@ -80,23 +102,7 @@ fn fuzz_checkpoint_reader() {
     let good = tmp("good.safetensors");
     let meta = BTreeMap::from([("pizza_config".to_string(), cfg.to_json().unwrap()), ("step".to_string(), "3".to_string())]);
     ckpt::save(&good, &params, &cfg.model_config(), &meta).unwrap();
-    let seed = std::fs::read(&good).unwrap();
-    let path = tmp("mutant.safetensors");
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let (mut ok, mut err) = (0, 0);
-    for _ in 0..iters() {
-        let bytes = mutate(&mut rng, &seed);
-        std::fs::write(&path, &bytes).unwrap();
-        match std::panic::catch_unwind(|| ckpt::load(&path).and_then(|c| c.transformer().map(|_| ()))) {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(e)) => {
-                assert!(format!("{e:#}").contains("mutant.safetensors"), "error does not name the file: {e:#}");
-                err += 1
-            }
-            Err(_) => panic!("checkpoint reader panicked; input kept at {}", path.display()),
-        }
-    }
-    eprintln!("fuzz safetensors: {} inputs, {ok} accepted, {err} rejected", ok + err);
+    fuzz_file("safetensors", &good, 2, |path| ckpt::load(path).and_then(|c| c.transformer().map(|_| ())));
 }
 
 #[test]
@@ -104,22 +110,5 @@ fn fuzz_parquet_reader() {
     let cfg = config::load_str("data: {p: 5}", &[]).unwrap();
     let good = tmp("good.parquet");
     Dataset::generate(&cfg.data).write(&good, &BTreeMap::new()).unwrap();
-    let seed = std::fs::read(&good).unwrap();
-    let path = tmp("mutant.parquet");
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (mut ok, mut err) = (0, 0);
-    for _ in 0..iters() {
-        let bytes = mutate(&mut rng, &seed);
-        std::fs::write(&path, &bytes).unwrap();
-        match std::panic::catch_unwind(|| Dataset::read_checked(&path, &cfg.data)) {
-            Ok(Ok(_)) => ok += 1,
-            Ok(Err(e)) => {
-                assert!(format!("{e:#}").contains("mutant.parquet"), "error does not name the file: {e:#}");
-                err += 1
-            }
-            Err(_) => panic!("parquet reader panicked; input kept at {}", path.display()),
-        }
-    }
-    let _ = dataset::DATASET;
-    eprintln!("fuzz parquet: {} inputs, {ok} accepted, {err} rejected", ok + err);
+    fuzz_file("parquet", &good, 3, |path| Dataset::read_checked(path, &cfg.data));
 }

@@ -50,8 +50,3 @@ fn main() -> ExitCode {
     cli::init_logging();
     cli::exit("gen-data", run(Args::parse()))
 }
-
-#[test]
-fn every_flag_is_documented() {
-    cli::assert_documented(&<Args as clap::CommandFactory>::command());
-}

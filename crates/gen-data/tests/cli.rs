@@ -1,10 +1,10 @@
 //! `gen-data` as `make` runs it: the plan step and the dataset refuse a typo anywhere in the
-//! experiment file before writing anything.
+//! experiment file before writing anything, and the log, written to a file, is plain text.
 
-#[path = "../../../tests/support/stage_cli.rs"]
-mod stage_cli;
+#[path = "../../../tests/support/common.rs"]
+mod common;
 
-use stage_cli::{assert_no_escapes, assert_refused, run, Scratch, LLC_TYPO, PER_P_TYPO};
+use common::{assert_no_escapes, assert_refused, run, Scratch, LLC_TYPO, PER_P_TYPO};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gen-data");
 
@@ -19,8 +19,7 @@ fn plan_and_dataset_refuse_a_typo_in_a_late_section() {
         assert_refused(&run(BIN, &["--config", config, "--out", "dataset.parquet"], &dir), &dir, &inputs);
     }
     // An override is checked the same way.
-    let ran = run(BIN, &["--set", "llc.epsilom=1e-4", "--out", "dataset.parquet"], &dir);
-    assert_refused(&ran, &dir, &inputs);
+    assert_refused(&run(BIN, &["--set", "llc.epsilom=1e-4", "--out", "dataset.parquet"], &dir), &dir, &inputs);
 }
 
 /// Logs written to a file carry no colour codes.

@@ -93,8 +93,3 @@ fn main() -> ExitCode {
     cli::init_logging();
     cli::exit("train", run(Args::parse()))
 }
-
-#[test]
-fn every_flag_is_documented() {
-    cli::assert_documented(&<Args as clap::CommandFactory>::command());
-}

@@ -1,17 +1,16 @@
-//! `train` refuses a typo in a section it does not read (here `llc:`) before training.
+//! `train` refuses a typo in a section it does not read (here `llc:`) before training, and its
+//! log, written to a file, is plain text.
 
-#[path = "../../../tests/support/stage_cli.rs"]
-mod stage_cli;
+#[path = "../../../tests/support/common.rs"]
+mod common;
 
-use stage_cli::{assert_no_escapes, assert_refused, run, Scratch, LLC_TYPO, TINY};
+use common::{assert_no_escapes, assert_refuses_llc_typo, run, Scratch, TINY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_train");
 
 #[test]
 fn train_refuses_a_typo_in_the_llc_section_before_training() {
-    let dir = Scratch::new("train-typo");
-    dir.file("bad.yaml", LLC_TYPO);
-    assert_refused(&run(BIN, &["--config", "bad.yaml", "--out", "run"], &dir), &dir, &["bad.yaml"]);
+    assert_refuses_llc_typo(BIN, "train-typo", &["--config", "bad.yaml", "--out", "run"]);
 }
 
 /// Logs written to a file carry no escape codes: no colour, no progress-bar redraws.

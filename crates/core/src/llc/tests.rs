@@ -625,55 +625,29 @@ fn rrr_cases() -> Vec<AnalyticModel> {
         .collect()
 }
 
+/// Validates every RRR case with `settings` and checks the relative error is below `bound`.
+fn rrr_within(label: &str, settings: fn(&AnalyticModel) -> SgldConfig, bound: f64) -> Vec<analytic::ValidationResult> {
+    rrr_cases()
+        .iter()
+        .map(|model| {
+            let r = analytic::validate(model, &settings(model)).expect("validate");
+            eprintln!("{} ({label}): error {:+.1}%; {}", r.model, 100.0 * r.relative_error, r.estimate.summary());
+            assert!(r.relative_error.abs() < bound, "{}: {} vs {}", r.model, r.llc_mean, r.true_llc);
+            r
+        })
+        .collect()
+}
+
 #[test]
 fn rrr_within_40_percent_at_devinterp_settings() {
-    for model in rrr_cases() {
-        let r = analytic::validate(&model, &model.devinterp_settings()).expect("validate");
-        eprintln!(
-            "{} (devinterp): error {:+.1}%; {}",
-            r.model,
-            100.0 * r.relative_error,
-            r.estimate.summary()
-        );
-        assert!(
-            r.relative_error.abs() < 0.4,
-            "{}: {} vs {}",
-            r.model,
-            r.llc_mean,
-            r.true_llc
-        );
-    }
+    rrr_within("devinterp", AnalyticModel::devinterp_settings, 0.4);
 }
 
 #[test]
 fn rrr_within_15_percent_at_recommended_settings() {
-    for model in rrr_cases() {
-        let r = analytic::validate(&model, &model.recommended_settings()).expect("validate");
-        eprintln!(
-            "{} (recommended): error {:+.1}%; {}",
-            r.model,
-            100.0 * r.relative_error,
-            r.estimate.summary()
-        );
-        assert!(
-            r.relative_error.abs() < 0.15,
-            "{}: {} vs {}",
-            r.model,
-            r.llc_mean,
-            r.true_llc
-        );
-        assert!(
-            !r.estimate.flags.chains_flagged(),
-            "{}: {}",
-            r.model,
-            r.estimate.summary()
-        );
-        assert!(
-            r.estimate.r_hat < 1.1,
-            "{}: {}",
-            r.model,
-            r.estimate.summary()
-        );
+    for r in rrr_within("recommended", AnalyticModel::recommended_settings, 0.15) {
+        assert!(!r.estimate.flags.chains_flagged(), "{}: {}", r.model, r.estimate.summary());
+        assert!(r.estimate.r_hat < 1.1, "{}: {}", r.model, r.estimate.summary());
     }
 }
 

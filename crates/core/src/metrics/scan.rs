@@ -15,7 +15,7 @@ use anyhow::Result;
 
 use super::{fourier, operand_embeddings, Evaluation};
 use crate::ckpt::Checkpoint;
-use crate::run::{map_checkpoints, RowKey, StageOptions};
+use crate::run::{checkpoint_stage, RowKey, StageOptions};
 use crate::tables;
 
 /// Everything `checkpoint-scan` measures on one checkpoint.
@@ -86,10 +86,8 @@ pub fn scan_checkpoint(ckpt: &Checkpoint) -> Result<ScanRecord> {
 /// The whole stage: expands `inputs` (run directories or checkpoint files), scans every
 /// checkpoint and writes the tables (detail tables first, the main table at `out` last).
 pub fn run(inputs: &[PathBuf], out: &Path, opts: &StageOptions) -> Result<Vec<ScanRecord>> {
-    let paths = crate::ckpt::expand_inputs(inputs)?;
-    tracing::info!(checkpoints = paths.len(), out = %out.display(), "checkpoint-scan");
-    let records = map_checkpoints(&paths, opts, "checkpoint-scan", scan_checkpoint)?;
-    let meta = tables::meta("checkpoint-scan", &paths, &[("key_factor", fourier::KEY_FACTOR.to_string())]);
-    tables::analysis::write_scan(&records, out, &meta)?;
-    Ok(records)
+    checkpoint_stage(inputs, out, opts, "checkpoint-scan", scan_checkpoint, |paths, records| {
+        let meta = tables::meta("checkpoint-scan", paths, &[("key_factor", fourier::KEY_FACTOR.to_string())]);
+        tables::analysis::write_scan(records, out, &meta)
+    })
 }

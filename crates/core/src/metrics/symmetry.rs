@@ -16,7 +16,7 @@ use super::gradients::{self, GradientEngine, GradientSymmetry, Triples};
 use super::{circularity, distance, fourier, operand_embeddings, w_e_tensor, Evaluation};
 use crate::ckpt::Checkpoint;
 use crate::config::AnalysisConfig;
-use crate::run::{map_checkpoints, RowKey, StageOptions};
+use crate::run::{checkpoint_stage, RowKey, StageOptions};
 use crate::tables;
 
 /// Which algorithm a checkpoint implements, by [`classify`].
@@ -168,14 +168,11 @@ pub fn analyze(ckpt: &Checkpoint, cfg: &AnalysisConfig) -> Result<SymmetryRecord
 
 /// The whole stage: expands `inputs`, analyses every checkpoint with `cfg` and writes the tables.
 pub fn run(inputs: &[PathBuf], out: &Path, cfg: &AnalysisConfig, opts: &StageOptions) -> Result<Vec<SymmetryRecord>> {
-    let paths = crate::ckpt::expand_inputs(inputs)?;
-    tracing::info!(checkpoints = paths.len(), out = %out.display(), "symmetry");
-    let records = map_checkpoints(&paths, opts, "symmetry", |ckpt| analyze(ckpt, cfg))?;
-    let meta = tables::meta(
-        "symmetry",
-        &paths,
-        &[("analysis_config", serde_json::to_string(cfg)?), ("key_factor", fourier::KEY_FACTOR.to_string())],
-    );
-    tables::analysis::write_symmetry(&records, out, &meta)?;
-    Ok(records)
+    checkpoint_stage(inputs, out, opts, "symmetry", |ckpt| analyze(ckpt, cfg), |paths, records| {
+        for r in records {
+            tracing::debug!(checkpoint = %r.key.checkpoint, solution = r.solution.as_str(), "label");
+        }
+        let settings = [("analysis_config", serde_json::to_string(cfg)?), ("key_factor", fourier::KEY_FACTOR.to_string())];
+        tables::analysis::write_symmetry(records, out, &tables::meta("symmetry", paths, &settings))
+    })
 }

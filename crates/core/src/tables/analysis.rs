@@ -12,15 +12,11 @@ use anyhow::Result;
 use polars::prelude::{Column as PlColumn, DataFrame};
 
 use super::ids::{key_columns, read_keys, CHECKPOINT, RUN_ID_COLUMNS as ID, STEP};
-use super::{col_bool, col_f64, col_i64, col_list_i64, col_str, list_i64, read_parquet, sibling, write_parquet, ColType::*, Column, Schema};
+use super::{col_bool, col_f64, col_i64, col_list_i64, col_str, list_i64, read_parquet, sibling, write_parquet, col, ColType::*, Schema};
 use crate::metrics::fourier;
 use crate::metrics::scan::ScanRecord;
 use crate::metrics::symmetry::{FreqFve, SymmetryRecord};
 use crate::run::RowKey;
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// `scan.parquet` (checkpoint-scan): one row per checkpoint.
 pub const SCAN: Schema = Schema {

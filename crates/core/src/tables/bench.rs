@@ -6,12 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use polars::prelude::{Column as PlColumn, DataFrame};
 
-use super::{write_parquet, ColType::*, Column, Schema};
+use super::{write_parquet, col, ColType::*, Schema};
 use crate::bench::Row;
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// `bench.parquet` (make bench): one row per measurement.
 pub const BENCH: Schema = Schema {

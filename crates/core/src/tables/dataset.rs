@@ -7,12 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::{Column as PlColumn, DataFrame};
 
-use super::{col_i64, col_str, read_parquet, write_parquet, ColType::*, Column, Schema};
+use super::{col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Schema};
 use crate::data::{Dataset, Split};
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// `dataset.parquet` (gen-data): one row per pair `(a, b)`.
 pub const DATASET: Schema = Schema {

@@ -7,12 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use polars::prelude::{Column as PlColumn, DataFrame};
 
-use super::{col_f64, col_i64, col_str, ColType::*, Column};
+use super::{col_f64, col_i64, col_str, col, ColType::*, Column};
 use crate::run::{RowKey, RunIdent};
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// Columns that identify a run in every per-run table (the fields of [`RunIdent`]).
 pub const RUN_ID_COLUMNS: &[Column] = &[

@@ -11,15 +11,11 @@ use anyhow::Result;
 use polars::prelude::{Column as PlColumn, DataFrame};
 
 use super::ids::{key_columns, read_keys, CHECKPOINT, RUN, RUN_ID_COLUMNS as ID, STEP};
-use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, ColType::*, Column, Schema};
+use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Schema};
 use crate::llc::analytic::ValidationResult;
 use crate::llc::stage::CalibrationCell;
 use crate::llc::{LlcEstimate, NBeta, SgldConfig};
 use crate::run::RowKey;
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// `llc.parquet` (llc estimate): one row per checkpoint.
 pub const LLC_SUMMARY: Schema = Schema {

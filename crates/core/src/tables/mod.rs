@@ -1,6 +1,6 @@
 /*!
-All parquet I/O, and the only module that uses polars (a test holds the rest of the source to
-that). Every table is written through [`write_parquet`] (zstd, fixed statistics, key-value
+All parquet I/O, and the only module that uses polars (`tests/layering.rs` holds the rest of the
+source to that). Every table is written through [`write_parquet`] (zstd, fixed statistics, key-value
 metadata, atomic rename) and read through [`read_parquet`], which checks the columns against the
 table's [`Schema`] so that a wrong or truncated file fails with the file and column named rather
 than somewhere deep in an analysis.
@@ -43,6 +43,11 @@ pub struct Column {
     pub dtype: ColType,
     /// One line for the README.
     pub doc: &'static str,
+}
+
+/// A [`Column`] (for the schema constants).
+pub(crate) const fn col(name: &'static str, dtype: ColType, doc: &'static str) -> Column {
+    Column { name, dtype, doc }
 }
 
 /// The column types the pipeline uses (a small, stable subset of polars' types).
@@ -207,48 +212,51 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     })
 }
 
+/// The column `name` of `df`, or an error naming the file.
+fn column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a PlColumn> {
+    df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))
+}
+
+/// Every value of a column, or an error naming the file and the column at the first null.
+fn non_null<T>(values: impl Iterator<Item = Option<T>>, name: &str, path: &Path) -> Result<Vec<T>> {
+    values.map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display()))).collect()
+}
+
 /// Typed column access with errors that name the file and the column.
 pub fn col_i64(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<i64>> {
-    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-    let ca = c.i64().with_context(|| format!("{}: column `{name}` is not i64", path.display()))?;
-    ca.iter()
-        .map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display())))
-        .collect()
+    let ca = column(df, name, path)?.i64().with_context(|| format!("{}: column `{name}` is not i64", path.display()))?;
+    non_null(ca.iter(), name, path)
 }
 
 /// See [`col_i64`].
 pub fn col_f64(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>> {
-    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-    let ca = c.f64().with_context(|| format!("{}: column `{name}` is not f64", path.display()))?;
-    ca.iter()
-        .map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display())))
-        .collect()
+    let ca = column(df, name, path)?.f64().with_context(|| format!("{}: column `{name}` is not f64", path.display()))?;
+    non_null(ca.iter(), name, path)
 }
 
 /// See [`col_i64`].
 pub fn col_str(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<String>> {
-    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-    let ca = c.str().with_context(|| format!("{}: column `{name}` is not a string", path.display()))?;
-    ca.iter()
-        .map(|v| {
-            v.map(str::to_owned)
-                .with_context(|| format!("{}: null in column `{name}`", path.display()))
-        })
-        .collect()
+    let ca = column(df, name, path)?.str().with_context(|| format!("{}: column `{name}` is not a string", path.display()))?;
+    non_null(ca.iter().map(|v| v.map(str::to_owned)), name, path)
+}
+
+/// See [`col_i64`].
+pub fn col_bool(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<bool>> {
+    let ca = column(df, name, path)?.bool().with_context(|| format!("{}: column `{name}` is not boolean", path.display()))?;
+    non_null(ca.iter(), name, path)
 }
 
 /// See [`col_i64`]; a column of integer lists.
 pub fn col_list_i64(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<Vec<i64>>> {
-    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-    let ca = c.list().with_context(|| format!("{}: column `{name}` is not a list", path.display()))?;
+    let ca = column(df, name, path)?.list().with_context(|| format!("{}: column `{name}` is not a list", path.display()))?;
     if ca.is_empty() {
         return Ok(Vec::new());
     }
-    ca.amortized_iter()
-        .map(|v| {
-            let s = v.with_context(|| format!("{}: null in column `{name}`", path.display()))?;
+    non_null(ca.amortized_iter(), name, path)?
+        .into_iter()
+        .map(|s| {
             let inner = s.as_ref().i64().with_context(|| format!("{}: column `{name}` is not a list of i64", path.display()))?;
-            inner.iter().map(|x| x.with_context(|| format!("{}: null inside column `{name}`", path.display()))).collect()
+            non_null(inner.iter(), name, path)
         })
         .collect()
 }
@@ -262,14 +270,6 @@ fn list_i64(name: &str, rows: impl Iterator<Item = Vec<i64>>) -> PlColumn {
     b.finish().into_series().into()
 }
 
-/// See [`col_i64`].
-pub fn col_bool(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<bool>> {
-    let c = df.column(name).with_context(|| format!("{}: no column `{name}`", path.display()))?;
-    let ca = c.bool().with_context(|| format!("{}: column `{name}` is not boolean", path.display()))?;
-    ca.iter()
-        .map(|v| v.with_context(|| format!("{}: null in column `{name}`", path.display())))
-        .collect()
-}
 
 /// The values of one column, for assembling a table by hand without polars (the synthetic
 /// tables of the tests).
@@ -284,39 +284,17 @@ pub(crate) enum Values {
 }
 
 #[cfg(test)]
-mod values_from {
-    use super::Values;
-    impl From<Vec<i64>> for Values {
-        fn from(v: Vec<i64>) -> Values {
-            Values::I64(v)
-        }
-    }
-    impl From<Vec<f64>> for Values {
-        fn from(v: Vec<f64>) -> Values {
-            Values::F64(v)
-        }
-    }
-    impl From<Vec<&str>> for Values {
-        fn from(v: Vec<&str>) -> Values {
-            Values::Str(v.into_iter().map(str::to_owned).collect())
-        }
-    }
-    impl From<Vec<String>> for Values {
-        fn from(v: Vec<String>) -> Values {
-            Values::Str(v)
-        }
-    }
-    impl From<Vec<bool>> for Values {
-        fn from(v: Vec<bool>) -> Values {
-            Values::Bool(v)
-        }
-    }
-    impl From<Vec<Vec<i64>>> for Values {
-        fn from(v: Vec<Vec<i64>>) -> Values {
-            Values::ListI64(v)
-        }
-    }
+macro_rules! values_from {
+    ($($t:ty => $variant:ident),*) => {
+        $(impl From<Vec<$t>> for Values {
+            fn from(v: Vec<$t>) -> Values {
+                Values::$variant(v.into_iter().map(Into::into).collect())
+            }
+        })*
+    };
 }
+#[cfg(test)]
+values_from!(i64 => I64, f64 => F64, &str => Str, String => Str, bool => Bool, Vec<i64> => ListI64);
 
 /// Writes the given columns, adding every other column of `schema` with a neutral value (0,
 /// NaN, empty, false, an empty list), so that synthetic tables follow the documented schemas as
@@ -433,29 +411,5 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "docs/tables.md is out of date; these tables should appear verbatim:\n{}", missing.join("\n"));
-    }
-
-    /// Only this module uses polars: no source file of any crate outside `crates/core/src/tables/`
-    /// mentions it, so every table's columns are named in one place.
-    #[test]
-    fn only_tables_mentions_polars() {
-        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let tables = crates.join("core/src/tables");
-        let mut offenders = Vec::new();
-        let mut stack = vec![crates.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    if !p.starts_with(&tables) {
-                        stack.push(p);
-                    }
-                } else if p.extension().is_some_and(|x| x == "rs") && std::fs::read_to_string(&p).unwrap().contains("polars") {
-                    offenders.push(p.strip_prefix(&crates).unwrap().display().to_string());
-                }
-            }
-        }
-        offenders.sort();
-        assert!(offenders.is_empty(), "only crates/core/src/tables/ may use polars; these files mention it: {offenders:?}");
     }
 }

@@ -7,13 +7,9 @@ use anyhow::{Context, Result};
 use polars::prelude::{Column as PlColumn, DataFrame};
 
 use super::ids::{ident_columns, read_idents, RUN_ID_COLUMNS as ID};
-use super::{col_f64, col_i64, col_str, read_parquet, write_parquet, ColType::*, Column, Schema};
+use super::{col_f64, col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Schema};
 use crate::data::Split;
 use crate::run::RunIdent;
-
-const fn col(name: &'static str, dtype: super::ColType, doc: &'static str) -> Column {
-    Column { name, dtype, doc }
-}
 
 /// `metrics.parquet` (train): one row per (step, split).
 pub const TRAIN_METRICS: Schema = Schema {

@@ -1,9 +1,10 @@
-//! What the stage binaries' integration tests share (each includes this file with `#[path]`):
-//! a scratch folder, running a stage there with stderr going to a file, as under `make > log`,
-//! and the checks on what it printed and left behind.
+//! What the integration tests share (each includes this file with `#[path]`): the files under a
+//! folder, a scratch folder, running a stage binary there with stderr going to a file, as under
+//! `make all > log 2>&1`, and the checks on what it printed and left behind.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,6 +17,23 @@ pub const PER_P_TYPO: &str = "name: typo\ndata: {p: 7}\nper_p:\n  113: {llc.epsi
 
 /// A small experiment that trains in a second.
 pub const TINY: &str = "name: tiny\ndata: {p: 7}\nmodel: {d_model: 8, n_heads: 2}\ntrain: {steps: 20}\n";
+
+/// Every file under `dir` (relative path → bytes), in path order.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
 
 /// One of the paper's released checkpoints, as an input the analysis stages accept.
 pub fn released_checkpoint() -> PathBuf {
@@ -48,20 +66,7 @@ impl Scratch {
 
     /// Every file under the folder, relative paths, sorted.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.0.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p.strip_prefix(&self.0).unwrap().to_path_buf());
-                }
-            }
-        }
-        out.sort();
-        out
+        snapshot(&self.0).into_keys().collect()
     }
 }
 
@@ -99,6 +104,14 @@ pub fn run(bin: &str, args: &[&str], dir: &Scratch) -> Ran {
     let stderr = std::fs::read(&log).unwrap();
     std::fs::remove_file(&log).unwrap();
     Ran { success: status.success(), stderr }
+}
+
+/// Runs `bin` in a fresh scratch folder holding `bad.yaml` ([`LLC_TYPO`]) with `args` (which name
+/// it) and checks that it refused the typo and wrote nothing.
+pub fn assert_refuses_llc_typo(bin: &str, name: &str, args: &[&str]) {
+    let dir = Scratch::new(name);
+    dir.file("bad.yaml", LLC_TYPO);
+    assert_refused(&run(bin, args, &dir), &dir, &["bad.yaml"]);
 }
 
 /// The stage refused the `epsilom` typo: a non-zero exit, the key and its nearest valid name in
