@@ -2,10 +2,12 @@
 The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, tables out
 (`tables::llc`); see `docs/llc.md` for the method, the settings and what the columns mean.
 
-- [`settings`]: where each checkpoint's [`SgldConfig`] comes from, and its resume hash.
-- [`select`]: which checkpoints of the inputs are estimated.
-- [`estimate`](mod@estimate): the estimate stage, with its resume.
-- [`calibrate`](mod@calibrate): the calibration stage, and its outcome as a table.
+- `settings`: where each checkpoint's [`SgldConfig`] comes from ([`SettingsSource`]), and its
+  resume hash ([`settings_hash`]).
+- `select`: which checkpoints of the inputs are estimated ([`Selection`]).
+- `estimate`: the estimate stage with its resume ([`estimate_stage`], [`run_estimate`]).
+- `calibrate`: the calibration stage ([`calibrate_stage`]), its outcome printed as a table
+  ([`CalibrationOutcome`]).
 
 **Settings.** The SGLD settings are the experiment file's `llc:` section (`Config::llc`, an
 [`SgldConfig`], checked when the file is loaded), with `--set llc.x=v` overrides through the
