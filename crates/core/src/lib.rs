@@ -11,6 +11,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`metrics`]: Pizza/Clock metrics (gradient symmetry, distance irrelevance, circularity, Fourier).
 - [`sampler`], [`llc`]: SGLD and the Local Learning Coefficient with its diagnostics.
 - [`tables`]: all parquet I/O, one schema per table.
+- [`stats`]: two-sample statistics for the report (Mann–Whitney, Spearman, seeded bootstrap intervals).
 - [`fsio`]: atomic writes (temporary name, fsync, rename).
 */
 
@@ -30,6 +31,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod sampler;
+pub mod stats;
 pub mod tables;
 pub mod train;
 #[cfg(test)]
