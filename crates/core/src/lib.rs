@@ -12,6 +12,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`metrics`]: Pizza/Clock metrics (gradient symmetry, distance irrelevance, circularity, Fourier).
 - [`sampler`], [`llc`]: SGLD and the Local Learning Coefficient with its diagnostics.
 - [`tables`]: all parquet I/O, one schema per table.
+- [`stats`]: two-sample statistics for the report (Mann–Whitney, Spearman, seeded bootstrap intervals).
 - [`fsio`]: atomic writes (temporary name, fsync, rename). [`hash`]: FNV-1a fingerprints.
 */
 
@@ -33,6 +34,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sampler;
+pub mod stats;
 pub mod tables;
 pub mod train;
 #[cfg(test)]
