@@ -42,7 +42,10 @@ pub fn init_logging() {
     crate::interrupt::install();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false)
+        // No colour codes in logs that go to a file or a pipe (make's output, srun, sbatch).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Maps a stage's result to an exit code, printing the error chain (`{:#}`) on failure.

@@ -610,6 +610,7 @@ pub struct EstimateOutcome {
 /// Estimates the LLC of every checkpoint in `paths` (in order) into `out` and its trace table,
 /// resuming from the partial files of an interrupted earlier call (see the module docs).
 pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
+    interrupt::stop_at_safe_points();
     let files = EstimatePaths::new(out);
     if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
         fsio::remove_stale_temps(dir)?;
@@ -860,6 +861,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
             bail!("the reference step size for equal sampling time must be positive, got {e}");
         }
     }
+    interrupt::stop_at_safe_points();
     let ckpt = ckpt::load(path)?;
     let rows = Arc::new(TrainingRows::of(&ckpt)?);
     let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone());
