@@ -31,6 +31,7 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
+    let Some(_lock) = pizza_core::lock::output(&args.out)? else { return Ok(()) };
     let opts = metrics::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     let started = std::time::Instant::now();
     let records = metrics::scan::run(&args.inputs, &args.out, &opts)?;

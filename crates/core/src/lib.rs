@@ -22,6 +22,7 @@ pub mod data;
 pub mod fsio;
 pub mod interrupt;
 pub mod llc;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -253,6 +253,7 @@ fn run(args: Args) -> Result<()> {
 /// `llc estimate`: settings from the experiment file, checkpoints from the inputs.
 fn estimate(args: &EstimateArgs) -> Result<()> {
     let cfg = args.config.load()?;
+    let Some(_lock) = pizza_core::lock::output(&args.out)? else { return Ok(()) };
     let settings = SettingsSource::from_config(&cfg, args.run.as_deref())?;
     let paths = stage::select_checkpoints(&args.inputs, args.every, args.steps.as_deref())?;
     if let SettingsSource::Fixed(s) = &settings {

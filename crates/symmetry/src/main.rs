@@ -35,6 +35,7 @@ struct Args {
 
 fn run(args: Args) -> Result<()> {
     let cfg = args.config.load()?;
+    let Some(_lock) = pizza_core::lock::output(&args.out)? else { return Ok(()) };
     let opts = metrics::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     let started = std::time::Instant::now();
     let records = metrics::symmetry::run(&args.inputs, &args.out, &cfg.analysis, &opts)?;
