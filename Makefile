@@ -53,7 +53,7 @@ build: $(STAMP)
 PLAN_MK := $(DATA)/.plan/$(notdir $(basename $(PIPELINE)))-p$(or $(P),default)-s$(or $(STEPS),default).mk
 $(PLAN_MK): $(PIPELINE) | $(STAMP)
 	@mkdir -p $(@D)
-	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp && mv $@.tmp $@
+	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp$$$$ && mv $@.tmp$$$$ $@
 
 ifeq ($(filter help clean test slurm-test bench build fuzz,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
 include $(PLAN_MK)
