@@ -5,7 +5,7 @@
 #
 #   scripts/slurm-local.sh start    install what is missing (apt, as root), write the config, start
 #                                   munged, slurmctld and slurmd, wait until sinfo shows the node idle
-#   scripts/slurm-local.sh stop     stop the three daemons (jobs still running are killed)
+#   scripts/slurm-local.sh stop     cancel jobs still running, stop the three daemons
 #   scripts/slurm-local.sh status   what runs, and sinfo
 #   scripts/slurm-local.sh env      the line to paste into a shell: export SLURM_CONF=…
 #
@@ -157,6 +157,12 @@ stop_one() {
 }
 
 stop() {
+    if alive "$DIR/run/slurmctld.pid" && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+        say "cancelling the jobs still running (SIGTERM, then SIGKILL after KillWait)"
+        squeue -h -o %i | xargs -r scancel
+        local i
+        for i in $(seq 1 70); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+    fi
     stop_one slurmd "$DIR/run/slurmd.pid"
     stop_one slurmctld "$DIR/run/slurmctld.pid"
     stop_one munged "$DIR/munge/munged.pid"
