@@ -24,9 +24,11 @@ LAUNCH_CPUS := $(firstword \
 THREADS ?= $(or $(LAUNCH_CPUS),$(if $(filter srun,$(notdir $(firstword $(LAUNCH)))),1),$(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 ))))
 export RAYON_NUM_THREADS = $(THREADS)
 
-# A heavy recipe's prefix: LAUNCH, with the job named after the make target (srun and sbatch read
-# SLURM_JOB_NAME), so that squeue, sacct and the job records say which run and stage a job is.
-launch = $(if $(LAUNCH),env SLURM_JOB_NAME=$(EXP)/$(1) $(LAUNCH))
+# A heavy recipe's prefix: LAUNCH, with the job named after the make target, so that squeue, sacct
+# and the job records say which run and stage a job is: srun's --job-name when LAUNCH starts with
+# srun (a job step inside an allocation takes its name only from there), SLURM_JOB_NAME for other
+# prefixes (sbatch and srun read it).
+launch = $(if $(LAUNCH),env SLURM_JOB_NAME=$(EXP)/$(1) $(LAUNCH)$(if $(filter srun,$(notdir $(firstword $(LAUNCH)))), --job-name=$(EXP)/$(1)))
 
 SETS := $(if $(P),--set data.p=$(P)) $(if $(STEPS),--set train.steps=$(STEPS))
 CONFIG := --config $(PIPELINE) $(SETS)
