@@ -12,6 +12,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`sampler`], [`llc`]: SGLD and the Local Learning Coefficient with its diagnostics.
 - [`tables`]: all parquet I/O, one schema per table.
 - [`fsio`]: atomic writes (temporary name, fsync, rename).
+- [`interrupt`], [`lock`]: stopping cleanly on Ctrl-C and SIGTERM; advisory locks on what a stage writes.
 */
 
 pub mod bench;
