@@ -37,7 +37,8 @@ export SLURM_CONF="$CONF"
 say() { echo "slurm-local: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Whether the pid in file $1 runs (the daemons remove their pid files as they exit).
+alive() { local pid; pid="$(cat "$1" 2>/dev/null)" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
 install_missing() {
     local missing=()
@@ -148,11 +149,12 @@ start() {
 }
 
 stop_one() {
-    local name="$1" pidfile="$2" i
+    local name="$1" pidfile="$2" pid i
     alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-    kill "$(cat "$pidfile")"
-    for i in $(seq 1 100); do alive "$pidfile" || break; sleep 0.1; done
-    if alive "$pidfile"; then say "$name did not stop in 10 s; killing it"; kill -9 "$(cat "$pidfile")" || true; fi
+    pid="$(cat "$pidfile")"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then say "$name did not stop in 10 s; killing it"; kill -9 "$pid" || true; fi
     rm -f "$pidfile"
 }
 
