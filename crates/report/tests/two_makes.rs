@@ -3,9 +3,12 @@
 //! run directory, then finds the run finished and does nothing; both `make`s succeed, and the run
 //! directories hold the bytes of a single `make`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+#[path = "../../../tests/support/snapshot.rs"]
+mod snapshot;
+use snapshot::snapshot;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -21,22 +24,6 @@ fn make_train(data: &Path) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running make")
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! Kill `train` with SIGKILL at several moments, run it again, and compare every output byte with
 //! a run that was never interrupted (issue: reliability).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "../../../tests/support/snapshot.rs"]
+mod snapshot;
+use snapshot::snapshot;
 
 const CONFIG: &str = "name: resume\ndata: {p: 13}\nmodel: {d_model: 32}\ntrain:\n  steps: 1500\n  checkpoints: {log_points: 5, segments: [{every: 100}]}\n";
 
@@ -12,23 +15,6 @@ fn train(cfg: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_train"));
     c.arg("--config").arg(cfg).arg("--out").arg(out).env("RAYON_NUM_THREADS", "2");
     c
-}
-
-/// Every file under `dir` (relative path → bytes).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn checkpoints(dir: &Path) -> usize {

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../../tests/support/snapshot.rs"]
+mod snapshot;
+use snapshot::snapshot;
+
 /// Checkpoints at steps 0, 1000 and 1500 only, so that a signal almost always arrives between two
 /// of them and the run has to write a resume point.
 const CONFIG: &str = "name: signals\ndata: {p: 13}\nmodel: {d_model: 32}\ntrain:\n  steps: 1500\n  checkpoints: {log_points: 0, segments: [{every: 1000}]}\n";
@@ -27,23 +31,6 @@ fn setup(name: &str) -> (PathBuf, PathBuf) {
     let cfg = root.join("c.yaml");
     std::fs::write(&cfg, CONFIG).unwrap();
     (root, cfg)
-}
-
-/// Every file under `dir` (relative path → bytes).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn assert_same(got: &BTreeMap<PathBuf, Vec<u8>>, want: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
