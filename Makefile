@@ -11,14 +11,24 @@ CARGO    ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/clock-pizza/target
 BIN      := $(CARGO_TARGET_DIR)/release
 
-# Threads per process: the cores shared among make's parallel jobs (`make -j2` on 2 cores runs
-# two recipes with one thread each), so parallel recipes do not oversubscribe the machine; every
-# stage reads RAYON_NUM_THREADS. Set THREADS yourself when LAUNCH runs recipes on other machines
-# (e.g. THREADS=2 with `srun -c2`). No number depends on it.
+# Threads per process (every stage reads RAYON_NUM_THREADS; no number depends on it). Through
+# srun: the CPUs each job gets, i.e. srun's -c/--cpus-per-task in LAUNCH, or 1 (Slurm's default)
+# when LAUNCH names none. Otherwise: the cores shared among make's parallel jobs (`make -j2` on
+# 2 cores runs two recipes with one thread each), so parallel recipes do not oversubscribe.
 NPROC   := $(shell nproc 2>/dev/null || echo 1)
 JOBS     = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
-THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
+# srun's CPUs per task in LAUNCH: -c N, -cN, --cpus-per-task=N or --cpus-per-task N.
+LAUNCH_CPUS := $(firstword \
+    $(foreach i,$(shell seq 2 $(words x $(LAUNCH))),$(if $(filter -c --cpus-per-task,$(word $(i),x $(LAUNCH))),$(word $(i),$(LAUNCH)))) \
+    $(patsubst -c%,%,$(filter -c%,$(filter-out -c,$(LAUNCH)))) $(patsubst --cpus-per-task=%,%,$(filter --cpus-per-task=%,$(LAUNCH))))
+THREADS ?= $(or $(LAUNCH_CPUS),$(if $(filter srun,$(notdir $(firstword $(LAUNCH)))),1),$(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 ))))
 export RAYON_NUM_THREADS = $(THREADS)
+
+# A heavy recipe's prefix: LAUNCH, with the job named after the make target, so that squeue, sacct
+# and the job records say which run and stage a job is: srun's --job-name when LAUNCH starts with
+# srun (a job step inside an allocation takes its name only from there), SLURM_JOB_NAME for other
+# prefixes (sbatch and srun read it).
+launch = $(if $(LAUNCH),env SLURM_JOB_NAME=$(EXP)/$(1) $(LAUNCH)$(if $(filter srun,$(notdir $(firstword $(LAUNCH)))), --job-name=$(EXP)/$(1)))
 
 SETS := $(if $(P),--set data.p=$(P)) $(if $(STEPS),--set train.steps=$(STEPS))
 CONFIG := --config $(PIPELINE) $(SETS)
@@ -45,9 +55,9 @@ build: $(STAMP)
 PLAN_MK := $(DATA)/.plan/$(notdir $(basename $(PIPELINE)))-p$(or $(P),default)-s$(or $(STEPS),default).mk
 $(PLAN_MK): $(PIPELINE) | $(STAMP)
 	@mkdir -p $(@D)
-	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp && mv $@.tmp $@
+	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp$$$$ && mv $@.tmp$$$$ $@
 
-ifeq ($(filter help clean test bench build fuzz,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
+ifeq ($(filter help clean test slurm-test bench build fuzz,$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,help),)
 include $(PLAN_MK)
 endif
 
@@ -80,28 +90,28 @@ $(CFG)/%.json: | $(STAMP)
 	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > /dev/null
 
 $(DATASET): $(CFG)/data.json | $(STAMP)
-	$(LAUNCH) $(BIN)/gen-data $(CONFIG) --out $@
+	$(call launch,gen-data) $(BIN)/gen-data $(CONFIG) --out $@
 
 $(EXP_DIR)/runs/%/metrics.parquet: $(DATASET) $(CFG)/train-%.json | $(STAMP)
-	$(LAUNCH) $(BIN)/train $(CONFIG) --run $* --data $(DATASET) --out $(@D)
+	$(call launch,train/$*) $(BIN)/train $(CONFIG) --run $* --data $(DATASET) --out $(@D)
 
 $(EXP_DIR)/runs/%/scan.parquet: $(EXP_DIR)/runs/%/metrics.parquet | $(STAMP)
-	$(LAUNCH) $(BIN)/checkpoint-scan --out $@ $(@D)
+	$(call launch,scan/$*) $(BIN)/checkpoint-scan --out $@ $(@D)
 
 $(EXP_DIR)/runs/%/symmetry.parquet: $(EXP_DIR)/runs/%/metrics.parquet $(CFG)/analysis.json | $(STAMP)
-	$(LAUNCH) $(BIN)/symmetry $(CONFIG) --out $@ $(@D)
+	$(call launch,symmetry/$*) $(BIN)/symmetry $(CONFIG) --out $@ $(@D)
 
 $(EXP_DIR)/runs/%/llc.parquet: $(EXP_DIR)/runs/%/metrics.parquet $(CFG)/llc.json | $(STAMP)
-	$(LAUNCH) $(BIN)/llc estimate $(CONFIG) --out $@ $(@D)
+	$(call launch,llc/$*) $(BIN)/llc estimate $(CONFIG) --out $@ $(@D)
 
 $(EXP_DIR)/released/symmetry.parquet: | $(STAMP)
-	$(LAUNCH) $(BIN)/symmetry --out $@ $(sort $(wildcard $(RELEASED_DIR)/*.safetensors))
+	$(call launch,released-symmetry) $(BIN)/symmetry --out $@ $(sort $(wildcard $(RELEASED_DIR)/*.safetensors))
 
 $(REPORT): $(METRICS) $(SCANS) $(SYMS) $(LLCS) $(RELEASED) | $(STAMP)
 	$(BIN)/report --dir $(EXP_DIR) --out $(@D)
 
 # --- housekeeping ---------------------------------------------------------------------------
-.PHONY: help clean test bench fuzz
+.PHONY: help clean test slurm-test bench fuzz
 help:
 	@echo "Clock-and-Pizza pipeline. Targets:"
 	@echo "  all        the whole DAG: data -> train -> scan, symmetry, llc -> report"
@@ -112,12 +122,13 @@ help:
 	@echo "  llc        LLC estimates per run"
 	@echo "  report     index.html + figures"
 	@echo "  test       all tests (cargo test + end-to-end DAG test)"
+	@echo "  slurm-test the tiny pipeline through a real single-node Slurm (starts one; root, apt)"
 	@echo "  bench      speed table (data/bench/bench.parquet)"
 	@echo "  fuzz       a longer fuzz pass over the YAML, safetensors and parquet readers (FUZZ_ITERS=20000)"
 	@echo "  clean      delete outputs under $(DATA)/ (never the code or the build cache)"
 	@echo "Variables: P=<modulus> PIPELINE=$(PIPELINE) STEPS=<train steps> LAUNCH='<prefix, e.g. srun -N1 -c2>' DATA=$(DATA)"
 	@echo "           RELEASED_DIR=$(RELEASED_DIR) (the paper's checkpoints, drawn as reference points; empty to skip)"
-	@echo "           THREADS=<threads per recipe> (default: cores / make -j jobs)"
+	@echo "           THREADS=<threads per recipe> (default: srun's -c in LAUNCH, else cores / make -j jobs)"
 	@echo "           REF_PY=<python with torch + devinterp 1.3.2> (make bench: measure the yardsticks alongside)"
 
 clean:
@@ -126,6 +137,11 @@ clean:
 # The end-to-end test (crates/report/tests/e2e.rs) runs this Makefile on pipelines/tiny.yaml.
 test:
 	$(CARGO) test --release --workspace
+
+# The pipeline through a real Slurm on this machine (scripts/slurm-local.sh; installs Slurm when
+# missing, as root): job records, same bytes as without Slurm, scancel and resume, a failing job.
+slurm-test:
+	bash tests/slurm-test.sh
 
 fuzz:
 	PIZZA_FUZZ_ITERS=$(or $(FUZZ_ITERS),20000) $(CARGO) test --release -p pizza-core --test fuzz -- --nocapture

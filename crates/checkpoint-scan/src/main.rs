@@ -31,6 +31,7 @@ struct Args {
 }
 
 fn run(args: Args) -> Result<()> {
+    let Some(_lock) = pizza_core::lock::output(&args.out)? else { return Ok(()) };
     let opts = run::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     metrics::scan::run(&args.inputs, &args.out, &opts).map(|_| ())
 }

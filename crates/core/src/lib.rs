@@ -14,6 +14,7 @@ can be unit-tested and reused. Each module is named after one part of the domain
 - [`tables`]: all parquet I/O, one schema per table.
 - [`stats`]: two-sample statistics for the report (Mann–Whitney, Spearman, seeded bootstrap intervals).
 - [`fsio`]: atomic writes (temporary name, fsync, rename). [`hash`]: FNV-1a fingerprints.
+- [`interrupt`], [`lock`]: stopping cleanly on Ctrl-C and SIGTERM; advisory locks on what a stage writes.
 */
 
 pub mod bench;
@@ -25,6 +26,7 @@ pub mod fsio;
 pub mod hash;
 pub mod interrupt;
 pub mod llc;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -9,8 +9,10 @@ the last step is the final weights.
 A run directory holds `checkpoints/step_NNNNNNN.safetensors` (+ `.optim.safetensors` beside the
 newest), `metrics.partial.parquet` while running, and at the end `metrics.parquet` and
 `config.resolved.yaml`. Resuming restarts from the newest checkpoint that has its optimizer
-state; because every step is a deterministic function of the weights, the moments and the step
-number, a resumed run is byte-identical to one that was never interrupted.
+state, or from the resume point a run stopped by a signal wrote ([`resume`]); because every step
+is a deterministic function of the weights, the moments and the step number, a resumed run is
+byte-identical to one that was never interrupted. A run holds the lock of its directory
+(`crate::lock::run_dir`) while it writes there.
 */
 
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ use crate::optim::AdamW;
 use crate::rng;
 use crate::run::{RunDir, RunIdent};
 use crate::tables::train::{read_metrics, write_metrics, MetricsRow};
+
+pub mod resume;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -104,6 +108,8 @@ pub fn run_many(runs: &[(Config, String, RunDir)], data: &Dataset, threads: usiz
 fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, threads: usize) -> Result<Summary> {
     let device = Device::Cpu;
     check_memory(cfg)?;
+    crate::interrupt::stop_at_safe_points();
+    let _lock = crate::lock::run_dir(&dir.dir)?;
     let model_cfg = cfg.model_config();
     let t_cfg = &cfg.train;
     let schedule = t_cfg.checkpoints.steps(t_cfg.steps);
@@ -122,7 +128,11 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
             info!("removed {n} partly written file(s) left by an interrupted run in {}", folder.display());
         }
     }
-    let (params, mut opt, mut rows, start) = match resume_point(dir, &hash)? {
+    if let Some(done) = resume::finished(cfg, dir, &hash)? {
+        info!("{} already holds the finished run; nothing to do", dir.dir.display());
+        return Ok(done);
+    }
+    let (params, mut opt, mut rows, start) = match resume::point(dir, &hash)? {
         Some((step, path)) => {
             let c = ckpt::load(&path)?;
             let mut opt = AdamW::new(&c.params, t_cfg)?;
@@ -184,12 +194,16 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
                 let _ = std::fs::remove_file(ckpt::optim_path(&prev));
             }
             prune_optim(dir, t)?;
+            resume::discard(dir)?;
         }
         if let Some(grads) = &out.grads {
             if crate::interrupt::requested() {
                 bar.abandon();
-                let kept = last_saved.as_ref().map_or("none".to_string(), |p| p.display().to_string());
-                bail!("interrupted at step {t}; kept checkpoints up to {kept} and their metrics; run the same command again to resume");
+                let kept = match last_saved.as_ref().filter(|_| schedule.binary_search(&t).is_ok()) {
+                    Some(scheduled) => scheduled.clone(),
+                    None => resume::save(dir, cfg, run_id, &meta, t, &params, &opt, &rows)?,
+                };
+                bail!("stopped at step {t} of {}: kept {} with its optimizer state and the metrics so far; run the same command again to continue from step {t}", t_cfg.steps, kept.display());
             }
             opt.step_flat(grads)?;
             bar.inc(1);
@@ -210,30 +224,6 @@ fn minibatch(data: &Dataset, b: usize, seed: u64, t: u64) -> (Vec<u32>, Vec<u32>
     let perm = rng::permutation(&mut rng::stream(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15), "minibatch"), n);
     let rows: Vec<u32> = perm[k * b..((k + 1) * b).min(n)].iter().map(|&i| data.train[i]).collect();
     data.gather(&rows)
-}
-
-/// Newest checkpoint with optimizer state, checked to belong to this config.
-fn resume_point(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> {
-    if !dir.checkpoints().is_dir() {
-        return Ok(None);
-    }
-    let found = ckpt::list_run(&dir.checkpoints())?;
-    for (step, path) in found.into_iter().rev() {
-        if !ckpt::optim_path(&path).is_file() {
-            continue;
-        }
-        let (_, meta) = ckpt::read_safetensors(&path)?;
-        let theirs = meta.get("config_hash").map(String::as_str).unwrap_or("none");
-        if theirs != hash {
-            bail!(
-                "{} was written by a run with another config (config_hash {theirs}, this run {hash}); delete {} or choose another --out",
-                path.display(),
-                dir.dir.display()
-            );
-        }
-        return Ok(Some((step, path)));
-    }
-    Ok(None)
 }
 
 /// Removes optimizer files of checkpoints other than `keep_step` (left by an interrupted run).

@@ -33,6 +33,7 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let Some(out) = args.out else { anyhow::bail!("--out is required (unless --plan)") };
+    let Some(_lock) = pizza_core::lock::output(&out)? else { return Ok(()) };
     let data = Dataset::generate(&cfg.data);
     let meta = [("config".to_string(), cfg.to_json()?), ("config_hash".to_string(), cfg.hash()?)].into();
     data.write(&out, &meta)?;

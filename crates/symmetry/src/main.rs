@@ -35,6 +35,7 @@ struct Args {
 
 fn run(args: Args) -> Result<()> {
     let cfg = args.config.load()?;
+    let Some(_lock) = pizza_core::lock::output(&args.out)? else { return Ok(()) };
     let opts = run::StageOptions { jobs: args.jobs.max(1), progress: !args.no_progress };
     metrics::symmetry::run(&args.inputs, &args.out, &cfg.analysis, &opts).map(|_| ())
 }

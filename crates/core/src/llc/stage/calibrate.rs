@@ -152,6 +152,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
             bail!("the reference step size for equal sampling time must be positive, got {e}");
         }
     }
+    interrupt::stop_at_safe_points();
     let ckpt = ckpt::load(path)?;
     let rows = Arc::new(TrainingRows::of(&ckpt)?);
     let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone());

@@ -70,6 +70,7 @@ pub struct EstimateOutcome {
 /// Estimates the LLC of every checkpoint in `paths` (in order) into `out` and its trace table,
 /// resuming from the partial files of an interrupted earlier call (see the module docs).
 pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
+    interrupt::stop_at_safe_points();
     let files = EstimatePaths::new(out);
     if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
         fsio::remove_stale_temps(dir)?;
@@ -138,6 +139,8 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
 /// `llc estimate`: [`estimate_stage`], logged, and an error when it was interrupted (the finished
 /// checkpoints are kept for the rerun).
 pub fn run_estimate(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<()> {
+    // Another process is writing this table: wait for it, and stop if it wrote it meanwhile.
+    let Some(_lock) = crate::lock::output(out)? else { return Ok(()) };
     if let SettingsSource::Fixed(s) = settings {
         tracing::info!(checkpoints = paths.len(), out = %out.display(), "llc estimate with {}", settings_json(s)?);
     }
