@@ -250,6 +250,7 @@ impl Config {
             bail!("train.steps = {} is unreasonably large (limit 10,000,000)", t.steps);
         }
         self.llc.validate().context("in section llc")?;
+        self.llc.validate_steps(&t.checkpoints.steps(t.steps)).context("in section llc")?;
         for (key, values) in &self.grid {
             if values.is_empty() {
                 bail!("grid.{key} has no values");
@@ -379,7 +380,8 @@ pub fn load_str(text: &str, sets: &[String]) -> Result<Config> {
         resolve(t, q, &others).with_context(|| format!("per_p.{q} (checked as if data.p = {q})"))?;
     }
     // Every grid point (each stage expands the grid again; this finds a bad point before any).
-    config.runs()?;
+    let runs = config.runs()?;
+    config.llc.validate_trajectory(runs.iter().map(|r| r.id.as_str())).context("in section llc")?;
     Ok(config)
 }
 

@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 enum Command {
-    /// Estimate the LLC of transformer checkpoints into --out and <stem>_trace.parquet; resumable.
+    /// Estimate the LLC of transformer checkpoints (per group of llc.restrict) into --out and <stem>_trace.parquet; resumable.
     Estimate(EstimateArgs),
     /// Sweep ε × nβ (× γ, batch size) on one checkpoint, write the grid and print a recommendation.
     Calibrate(CalibrateArgs),
@@ -44,7 +44,7 @@ struct EstimateArgs {
     /// Run directories (all their checkpoints, in step order) or checkpoint files.
     #[arg(required = true, value_name = "CHECKPOINT_OR_RUN_DIR")]
     inputs: Vec<PathBuf>,
-    /// Summary table (one row per checkpoint); <stem>_trace.parquet goes beside it.
+    /// Summary table (one row per checkpoint and restriction group); <stem>_trace.parquet goes beside it.
     #[arg(long, value_name = "PARQUET")]
     out: PathBuf,
     #[command(flatten)]
@@ -121,8 +121,8 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Estimate(a) => {
             let settings = SettingsSource::from_config(&a.settings.config.load()?, a.settings.run.as_deref())?;
-            let paths = a.select.checkpoints(&a.inputs)?;
-            stage::run_estimate(&paths, &a.out, &settings, &EstimateOptions { progress: !a.no_progress, stop_after: None })
+            let jobs = a.select.plan(&a.inputs, &settings)?;
+            stage::run_estimate(&jobs, &a.out, &settings, &EstimateOptions { progress: !a.no_progress, stop_after: None })
         }
         Command::Calibrate(a) => {
             let base = SettingsSource::one(&a.settings.config.load()?, a.settings.run.as_deref())?;

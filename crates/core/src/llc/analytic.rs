@@ -9,6 +9,11 @@ devinterp's own accuracy tests). All data are seeded; all losses are MSE means (
   with Adam first: λ by Aoyagi & Watanabe (2005) for true rank 0 ([`rrr_llc`]).
 - Full-rank linear regression `y = wᵀx + noise` with `d` weights, at the exact least-squares
   solution: a regular model, λ = d/2.
+
+Each model can also be sampled restricted to some of its weights
+([`AnalyticProblem::restricted_target`], the groups of [`super::restrict`]): the polynomial's and
+the linear model's weights are then the scalars `w1 … wd`, the RRR's the matrices `A` and `B`.
+Restricted to k of its d weights the linear model is still regular, with λ = k/2.
 */
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -18,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use super::restrict::Restriction;
 use super::{estimate, LlcError, LlcEstimate, NBeta, NBetaRule, SgldConfig};
 use crate::sampler::SgldTarget;
 
@@ -213,8 +219,9 @@ impl AnalyticModel {
                         ..ParamsAdamW::default()
                     },
                 )?;
+                let tensors: Vec<Tensor> = params.iter().map(|v| v.as_tensor().clone()).collect();
                 for _ in 0..RRR_TRAIN_STEPS {
-                    adam.backward_step(&problem.kind.loss(&params, &problem.data.full)?)?;
+                    adam.backward_step(&problem.kind.loss(&tensors, &problem.data.full)?)?;
                 }
                 let wstar = params
                     .iter()
@@ -285,10 +292,10 @@ enum Kind {
 
 impl Kind {
     /// The effective linear map `W` (outputs × inputs) of the parameters.
-    fn weights(&self, params: &[Var]) -> candle_core::Result<Tensor> {
+    fn weights(&self, params: &[Tensor]) -> candle_core::Result<Tensor> {
         match self {
             Kind::Polynomial(powers) => {
-                let w = params[0].as_tensor();
+                let w = &params[0];
                 // Π w_i^{k_i} by repeated products: exact, and fine for negative weights.
                 let mut theta: Option<Tensor> = None;
                 for (i, &k) in powers.iter().enumerate() {
@@ -306,15 +313,15 @@ impl Kind {
                 }
             }
             // A: (H, M), B: (N, H) → W = B·A: (N, M).
-            Kind::ReducedRank => small_matmul(params[1].as_tensor(), params[0].as_tensor()),
+            Kind::ReducedRank => small_matmul(&params[1], &params[0]),
             // w: (d) → W: (1, d).
-            Kind::Linear => params[0].as_tensor().unsqueeze(0),
+            Kind::Linear => params[0].unsqueeze(0),
         }
     }
 
     /// Mean squared error over the rows summarised by `stats`, averaged over rows and outputs
     /// (PyTorch's `F.mse_loss`): `(Σ‖W·x_i‖² − 2Σ y_iᵀW·x_i + Σ‖y_i‖²) / (rows · outputs)`.
-    fn loss(&self, params: &[Var], stats: &Stats) -> candle_core::Result<Tensor> {
+    fn loss(&self, params: &[Tensor], stats: &Stats) -> candle_core::Result<Tensor> {
         let w = self.weights(params)?;
         let quad = (small_matmul(&w, &stats.xx)? * &w)?.sum_all()?;
         let cross = (&w * &stats.yx)?.sum_all()?;
@@ -426,15 +433,55 @@ pub struct AnalyticProblem {
 impl AnalyticProblem {
     /// A new target at `w*` with its own parameter storage.
     pub fn target(&self) -> Result<AnalyticTarget, LlcError> {
-        let params = self
+        let weights = self
             .wstar
             .iter()
             .map(|t| Var::from_tensor(&t.copy()?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(AnalyticTarget {
             problem: self.clone(),
-            params,
+            free: weights.clone(),
+            weights,
+            coordinates: false,
         })
+    }
+
+    /// The weights' names as a restriction group sees them: `w1 … wd` for the polynomial and
+    /// linear models (one per scalar weight), `A`, `B` for the RRR.
+    pub fn tensor_names(&self) -> Vec<String> {
+        match self.kind {
+            Kind::ReducedRank => vec!["A".into(), "B".into()],
+            _ => (1..=self.wstar[0].elem_count()).map(|i| format!("w{i}")).collect(),
+        }
+    }
+
+    /// A new target at `w*` whose SGLD moves only the weights of `group` (see
+    /// [`AnalyticProblem::tensor_names`]); the others stay at `w*`. An error when a pattern of the
+    /// group matches none of them.
+    pub fn restricted_target(&self, group: &Restriction) -> Result<AnalyticTarget, LlcError> {
+        let names = self.tensor_names();
+        let free = group.select(names.iter().map(String::as_str)).map_err(LlcError::InvalidConfig)?;
+        let coordinates = self.kind != Kind::ReducedRank;
+        let weights = if coordinates {
+            // w as its scalars, each its own Var; the loss concatenates them again.
+            let w = self.wstar[0].to_vec1::<f64>()?;
+            w.into_iter().map(|x| Var::from_vec(vec![x], 1, &Device::Cpu)).collect::<candle_core::Result<Vec<_>>>()?
+        } else {
+            self.wstar.iter().map(|t| Var::from_tensor(&t.copy()?)).collect::<candle_core::Result<Vec<_>>>()?
+        };
+        let free = names.iter().zip(&weights).filter(|(n, _)| free.contains(&n.as_str())).map(|(_, v)| v.clone()).collect();
+        Ok(AnalyticTarget { problem: self.clone(), weights, coordinates, free })
+    }
+
+    /// The same data at another point `w*` (polynomial and linear models: the values of
+    /// `w1 … wd`), e.g. a polynomial at `w* = (0, c)`, where only some directions are singular.
+    pub fn at(self, wstar: &[f64]) -> Result<AnalyticProblem, LlcError> {
+        let d = self.wstar[0].elem_count();
+        if self.kind == Kind::ReducedRank || wstar.len() != d {
+            return Err(LlcError::InvalidConfig(format!("w* must be {d} numbers for this model, and the RRR's w* is where its training ends")));
+        }
+        let wstar = vec![Tensor::from_vec(wstar.to_vec(), d, &Device::Cpu)?];
+        Ok(AnalyticProblem { wstar, ..self })
     }
 
     /// `w*`, one tensor per parameter (polynomial and linear: `w`; RRR: `A` then `B`).
@@ -449,16 +496,21 @@ impl AnalyticProblem {
 }
 
 /// One chain's view of an analytic model. Parameter order: polynomial and linear `[w]`;
-/// RRR `[A, B]` (name order of `a`, `b`).
+/// RRR `[A, B]` (name order of `a`, `b`); restricted, the group's weights in that order.
 #[derive(Debug)]
 pub struct AnalyticTarget {
     problem: AnalyticProblem,
-    params: Vec<Var>,
+    /// Every weight: the model's parameters, or (`coordinates`) the scalars of `w`.
+    weights: Vec<Var>,
+    /// Whether `weights` are the scalars of `w`, concatenated for the loss.
+    coordinates: bool,
+    /// The sampled weights (all of them unless restricted).
+    free: Vec<Var>,
 }
 
 impl SgldTarget for AnalyticTarget {
     fn params(&self) -> &[Var] {
-        &self.params
+        &self.free
     }
 
     fn n_train(&self) -> usize {
@@ -467,11 +519,13 @@ impl SgldTarget for AnalyticTarget {
 
     fn loss(&self, rows: &[u32]) -> candle_core::Result<Tensor> {
         let p = &self.problem;
+        let tensors: Vec<Tensor> = self.weights.iter().map(|v| v.as_tensor().clone()).collect();
+        let params = if self.coordinates { vec![Tensor::cat(&tensors, 0)?] } else { tensors };
         if rows.len() == p.data.n() {
             // Full batch: the sums do not depend on the order of the rows.
-            return p.kind.loss(&self.params, &p.data.full);
+            return p.kind.loss(&params, &p.data.full);
         }
-        p.kind.loss(&self.params, &p.data.stats(rows)?)
+        p.kind.loss(&params, &p.data.stats(rows)?)
     }
 }
 

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::restrict::{self, Restriction};
+use super::stage::CheckpointStep;
 use super::LlcError;
 
 /// Settings of one LLC estimate: the SGLD sampler, the chains, and the diagnostics.
@@ -60,6 +62,24 @@ pub struct SgldConfig {
     /// Worker threads for the chains (0 = `RAYON_NUM_THREADS`, else one per core). Does not
     /// change any number.
     pub threads: usize,
+
+    // What the `llc estimate` stage estimates (not how: the estimator ignores these, and they
+    // are left out of the settings hash). Serialized only when set, so settings without them
+    // serialize as they did before they existed.
+    /// The groups of tensors to estimate the LLC of, one estimate each (see
+    /// [`super::restrict`]): presets (`all`, `embed`, `attn`, `mlp`, `unembed`) or lists of
+    /// tensor names and globs. The default `[all]` is the whole-model LLC.
+    #[serde(deserialize_with = "restrict::deserialize_groups", skip_serializing_if = "restrict::is_default_groups")]
+    pub restrict: Vec<Restriction>,
+    /// The checkpoints every run is estimated at (step numbers of the checkpoint schedule, or
+    /// `last`); `None` is every checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<CheckpointStep>>,
+    /// Run ids (globs) also estimated at every other checkpoint, for the first group of
+    /// `restrict` only: LLC trajectories for a few runs. Needs `steps` (without it every
+    /// checkpoint is estimated anyway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trajectory: Vec<String>,
 }
 
 impl Default for SgldConfig {
@@ -82,6 +102,9 @@ impl Default for SgldConfig {
             rmsprop_alpha: 0.999,
             rmsprop_eps: 0.1,
             threads: 0,
+            restrict: restrict::default_groups(),
+            steps: None,
+            trajectory: Vec::new(),
         }
     }
 }
@@ -131,7 +154,59 @@ impl SgldConfig {
                 self.divergence_factor
             ));
         }
+        self.validate_selection().map_err(LlcError::InvalidConfig)
+    }
+
+    /// Checks `restrict`, `steps` and `trajectory` as far as the settings alone allow (the
+    /// steps against the schedule: [`SgldConfig::validate_steps`]).
+    fn validate_selection(&self) -> Result<(), String> {
+        restrict::check_groups(&self.restrict)?;
+        if let Some(steps) = &self.steps {
+            if steps.is_empty() {
+                return Err("llc.steps is an empty list; leave it out to estimate every checkpoint".into());
+            }
+            if let Some((_, s)) = steps.iter().enumerate().find(|(i, s)| steps[..*i].contains(s)) {
+                return Err(format!("llc.steps lists `{s}` twice"));
+            }
+        }
+        if let Some(g) = self.trajectory.iter().find(|g| g.trim().is_empty()) {
+            return Err(format!("llc.trajectory: `{g}` is not a run id or glob"));
+        }
         Ok(())
+    }
+
+    /// Checks `steps` against the run's checkpoint schedule (sorted steps, e.g.
+    /// `train.checkpoints.steps(train.steps)`).
+    pub fn validate_steps(&self, schedule: &[u64]) -> Result<(), LlcError> {
+        match &self.steps {
+            Some(steps) => super::stage::check_steps(steps, schedule).map_err(LlcError::InvalidConfig),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that every glob of `trajectory` matches one of the experiment's run ids (a glob
+    /// that matches none is a typo).
+    pub fn validate_trajectory<'a>(&self, runs: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), LlcError> {
+        for g in &self.trajectory {
+            if !runs.clone().into_iter().any(|r| restrict::glob_match(g, r)) {
+                let ids: Vec<&str> = runs.clone().into_iter().collect();
+                return Err(LlcError::InvalidConfig(format!("llc.trajectory: `{g}` matches none of the runs ({})", ids.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings that determine an estimate's numbers: `threads` zeroed (it changes no
+    /// number) and `restrict`, `steps`, `trajectory` at their defaults (they choose what is
+    /// estimated, not how). What the tables' `settings_hash` hashes.
+    pub fn sampling(&self) -> SgldConfig {
+        SgldConfig {
+            threads: 0,
+            restrict: restrict::default_groups(),
+            steps: None,
+            trajectory: Vec::new(),
+            ..self.clone()
+        }
     }
 
     /// The batch size for `n` training rows, checked.

@@ -11,6 +11,8 @@ calibration, and validation on models whose LLC is known.
 - [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
 - [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
   [`analytic::validate`].
+- [`restrict`]: the weight-restricted LLC's groups of tensors (`llc.restrict`: presets, globs,
+  which tensors a group frees, the `restriction` column's names).
 - [`transformer`]: the paper's transformer as an [`crate::sampler::SgldTarget`] (a checkpoint's
   weights and training rows, gradients by the fast path).
 - [`stage`]: the `llc estimate` and `llc calibrate` stages: checkpoints in, tables out
@@ -26,6 +28,7 @@ mod calibrate;
 pub mod config;
 pub mod diagnostics;
 mod estimate;
+pub mod restrict;
 pub mod stage;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,12 @@ thread per chain (chains run one per core, so a chain never waits on its own thr
 or when asked for ([`GradMode::Autograd`]), candle's autograd through [`Transformer::forward`].
 Both compute the same function (see the tests), so a chain's numbers differ between them only by
 float32 rounding.
+
+Restriction ([`TransformerTarget::restrict`], [`crate::llc::restrict`]): the sampler sees only the
+group's `Var`s through [`SgldTarget::params`], while the loss and its gradient are computed on all
+the weights, the others held at `w*`. The fast path still computes every gradient (it has no way
+to skip those nobody reads), so a restricted chain costs about as much as a whole-model one; only
+the gradients of the group are handed to the sampler.
 */
 
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
 use crate::ckpt::Checkpoint;
+use crate::llc::restrict::Restriction;
 use crate::model::{self, fast, ModelConfig, Params, Transformer};
 use crate::sampler::SgldTarget;
 
@@ -117,10 +124,13 @@ pub enum GradMode {
 }
 
 /// One chain's SGLD target: its own weights (starting at the checkpoint's, `w*`) and the shared
-/// rows.
+/// rows; all of the weights are sampled unless [`TransformerTarget::restrict`]ed.
 #[derive(Debug)]
 pub struct TransformerTarget {
     params: Params,
+    /// The sampled weights' names, in name order.
+    free: Vec<String>,
+    /// Their `Var`s (what [`SgldTarget::params`] hands the sampler).
     vars: Vec<Var>,
     model: ModelConfig,
     rows: Arc<TrainingRows>,
@@ -157,14 +167,35 @@ impl TransformerTarget {
             anyhow::bail!("no rows to measure the loss on");
         }
         let params = params.deep_clone().context("copying the weights for a chain")?;
+        let free = params.iter().map(|(n, _)| n.clone()).collect();
         let vars = params.vars();
         Ok(TransformerTarget {
             params,
+            free,
             vars,
             model: model.clone(),
             rows,
             mode,
         })
+    }
+
+    /// The same target sampling only the tensors of `group`; the others stay at `w*`. An error
+    /// when a pattern of the group matches none of the model's tensors.
+    pub fn restrict(mut self, group: &Restriction) -> Result<TransformerTarget> {
+        let free: Vec<String> = group.select(self.params.iter().map(|(n, _)| n.as_str())).map_err(anyhow::Error::msg)?.into_iter().map(str::to_string).collect();
+        self.vars = free.iter().map(|n| self.params.get(n).cloned().expect("selected among the params")).collect();
+        self.free = free;
+        Ok(self)
+    }
+
+    /// The names of the sampled tensors, in name order.
+    pub fn free(&self) -> &[String] {
+        &self.free
+    }
+
+    /// The number of weights of the whole model (sampled or not).
+    pub fn n_params_model(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
     /// The gradient mode in use.
@@ -221,7 +252,7 @@ impl SgldTarget for TransformerTarget {
                 let out = self.fast(rows, true)?;
                 let mut grads = out.grads.ok_or_else(|| candle_core::Error::Msg("the fast path returned no gradients".into()))?;
                 let mut store = GradStore::default();
-                for (name, var) in self.params.iter() {
+                for (name, var) in self.free.iter().zip(&self.vars) {
                     let g = grads
                         .remove(name)
                         .ok_or_else(|| candle_core::Error::Msg(format!("the fast path returned no gradient for `{name}`")))?;

@@ -1,6 +1,6 @@
 //! The LLC tables, each schema with its rows, writer and reader: `llc estimate` (one
-//! [`SummaryRow`] per checkpoint in [`LLC_SUMMARY`], and the long per-draw trace of
-//! [`TraceRow`]s in [`LLC_TRACE`]), `llc calibrate` ([`LLC_CALIBRATION`]) and `llc validate`
+//! [`SummaryRow`] per checkpoint and restriction group in [`LLC_SUMMARY`], and the long per-draw
+//! trace of [`TraceRow`]s in [`LLC_TRACE`]; both keyed by checkpoint and [`RESTRICTION`]), `llc calibrate` ([`LLC_CALIBRATION`]) and `llc validate`
 //! ([`LLC_VALIDATION`]). The per-run tables start with the same key columns as the analysis
 //! tables (`super::ids`); `docs/llc.md` documents how each value is computed.
 
@@ -11,20 +11,29 @@ use anyhow::Result;
 use polars::prelude::{Column as PlColumn, DataFrame};
 
 use super::ids::{key_columns, read_keys, CHECKPOINT, RUN, RUN_ID_COLUMNS as ID, STEP};
-use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Schema};
+use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Column, Schema};
 use crate::llc::analytic::ValidationResult;
 use crate::llc::stage::CalibrationCell;
 use crate::llc::{LlcEstimate, NBeta, SgldConfig};
 use crate::run::RowKey;
 
-/// `llc.parquet` (llc estimate): one row per checkpoint.
+/// The group of tensors an estimate samples (`llc.restrict`), the second key of the estimate
+/// tables' rows after the checkpoint.
+pub const RESTRICTION: Column = col(
+    "restriction",
+    Str,
+    "the group of tensors SGLD moves, the rest held at w* (`llc.restrict`): a preset (`all` is the whole model; `embed`, `attn`, `mlp`, `unembed`) or the group's tensor names and globs joined by `+`",
+);
+
+/// `llc.parquet` (llc estimate): one row per checkpoint and restriction group.
 pub const LLC_SUMMARY: Schema = Schema {
     name: "llc",
     columns: &[
-        ID[0], ID[1], ID[2], ID[3], ID[4], ID[5], ID[6], STEP, CHECKPOINT,
+        ID[0], ID[1], ID[2], ID[3], ID[4], ID[5], ID[6], STEP, CHECKPOINT, RESTRICTION,
         col("rows_used", Str, "`train_split` (the run's training rows) or `all_pairs` (a foreign checkpoint: every one of the p² pairs)"),
         col("n_train", I64, "rows n the loss is measured on"),
-        col("n_params", I64, "number of sampled parameters d"),
+        col("n_params", I64, "number of sampled parameters d: the restriction group's (the whole model's for `all`)"),
+        col("n_params_model", I64, "number of parameters of the whole model, sampled or held at w*"),
         col("llc_mean", F64, "LLC estimate: mean over the chains that did not diverge of nβ·(mean draw loss − L(w*)); NaN if every chain diverged"),
         col("llc_std", F64, "sample std (ddof = 1) of the per-chain estimates (spread between chains, not the standard error)"),
         col("llc_se", F64, "standard error of llc_mean: llc_std / √chains_used"),
@@ -54,21 +63,22 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("loss_at_wstar_mode", Str, "`full_training_set` (mean loss over all n rows at w*) or `first_batches` (devinterp 1.3)"),
         col("loss_at_wstar_batches", I64, "minibatches averaged for `first_batches` (0: one per chain)"),
         col("mala_every", I64, "MALA acceptance measured every k-th step after burn-in (0: never)"),
-        col("divergence_factor", F64, "a chain diverges when its loss exceeds L(w*) + factor·(abs(L(w*)) + d/(2nβ))"),
+        col("divergence_factor", F64, "a chain diverges when its loss exceeds L(w*) + factor·(abs(L(w*)) + d/(2nβ)), d = n_params"),
         col("divergence_loss", F64, "that threshold, resolved"),
         col("rmsprop", Bool, "RMSProp-preconditioned SGLD (pSGLD)"),
         col("rmsprop_alpha", F64, "RMSProp decay (when rmsprop)"),
         col("rmsprop_eps", F64, "RMSProp δ (when rmsprop)"),
-        col("settings_hash", Str, "FNV-1a hash of the SGLD settings (threads excluded): the resume key, with checkpoint_hash"),
+        col("settings_hash", Str, "FNV-1a hash of the SGLD settings (threads, restrict, steps and trajectory excluded): the resume key, with checkpoint, restriction and checkpoint_hash"),
         col("checkpoint_hash", Str, "FNV-1a hash of the checkpoint file's bytes"),
     ],
 };
 
-/// `llc_trace.parquet` (beside `llc.parquet`): one row per checkpoint, chain and draw.
+/// `llc_trace.parquet` (beside `llc.parquet`): one row per checkpoint, restriction group, chain
+/// and draw.
 pub const LLC_TRACE: Schema = Schema {
     name: "llc_trace",
     columns: &[
-        RUN, STEP, CHECKPOINT,
+        RUN, STEP, CHECKPOINT, RESTRICTION,
         col("chain", I64, "chain index"),
         col("draw", I64, "draw index within the chain (a diverged chain stops early)"),
         col("loss", F64, "minibatch loss L_B(w_t) at the draw; the per-draw estimate is nbeta·(loss − loss_at_wstar) with the summary row's values"),
@@ -144,12 +154,17 @@ pub const ALL: &[&Schema] = &[&LLC_SUMMARY, &LLC_TRACE, &LLC_CALIBRATION, &LLC_V
 pub struct SummaryRow {
     /// Run identity, step and checkpoint.
     pub key: RowKey,
+    /// The restriction group's name (`all` for the whole model; see
+    /// [`crate::llc::restrict::Restriction::name`]).
+    pub restriction: String,
     /// `train_split` or `all_pairs`.
     pub rows_used: String,
     /// Rows n.
     pub n_train: i64,
-    /// Parameters d.
+    /// Sampled parameters d (the group's).
     pub n_params: i64,
+    /// Parameters of the whole model.
+    pub n_params_model: i64,
     /// The estimate.
     pub llc_mean: f64,
     /// Sample std over chains.
@@ -184,8 +199,9 @@ pub struct SummaryRow {
     pub flag_spikes: bool,
     /// Flags in words, empty when healthy.
     pub flags: String,
-    /// The settings used, with `threads` zeroed and `batch_size` left out (the resolved batch size
-    /// is [`SummaryRow::batch_size`]).
+    /// The settings used ([`SgldConfig::sampling`]: `threads` zeroed, `restrict`, `steps` and
+    /// `trajectory` at their defaults), with `batch_size` left out (the resolved batch size is
+    /// [`SummaryRow::batch_size`]).
     pub settings: SgldConfig,
     /// Batch size used.
     pub batch_size: i64,
@@ -218,14 +234,17 @@ pub struct CheckpointLlc {
 }
 
 impl SummaryRow {
-    /// The row of an estimate.
-    pub fn of(key: RowKey, rows_used: &str, est: &LlcEstimate, settings_hash: String, checkpoint_hash: String) -> SummaryRow {
+    /// The row of an estimate of the group `restriction` of a model with `n_params_model`
+    /// parameters.
+    pub fn of(key: RowKey, restriction: &str, rows_used: &str, n_params_model: usize, est: &LlcEstimate, settings_hash: String, checkpoint_hash: String) -> SummaryRow {
         let used = (est.chains.len() - est.flags.diverged) as i64;
         SummaryRow {
             key,
+            restriction: restriction.to_string(),
             rows_used: rows_used.to_string(),
             n_train: est.n_train as i64,
             n_params: est.n_params as i64,
+            n_params_model: n_params_model as i64,
             llc_mean: est.llc_mean,
             llc_std: est.llc_std,
             llc_se: if used >= 2 { est.llc_std / (used as f64).sqrt() } else { f64::NAN },
@@ -243,7 +262,7 @@ impl SummaryRow {
             flag_mala: est.flags.mala,
             flag_spikes: est.flags.spikes,
             flags: est.flag_text(),
-            settings: SgldConfig { threads: 0, batch_size: None, ..est.config.clone() },
+            settings: SgldConfig { batch_size: None, ..est.config.sampling() },
             batch_size: est.batch_size as i64,
             divergence_loss: est.divergence_loss,
             settings_hash,
@@ -277,8 +296,9 @@ impl SummaryRow {
     /// One line for logs and warnings.
     pub fn line(&self) -> String {
         let mala = if self.mala_acceptance.is_nan() { "n/a".to_string() } else { format!("{:.3}", self.mala_acceptance) };
+        let group = if self.restriction == "all" { String::new() } else { format!(" [{}, d = {}]", self.restriction, self.n_params) };
         format!(
-            "{} step {}: LLC {:.3} ± {:.3} (sd over {} chains), R-hat {:.3}, ESS {:.0}, MALA {mala}{}",
+            "{} step {}{group}: LLC {:.3} ± {:.3} (sd over {} chains), R-hat {:.3}, ESS {:.0}, MALA {mala}{}",
             self.key.ident.run,
             self.key.step,
             self.llc_mean,
@@ -307,9 +327,11 @@ fn summary_frame(rows: &[&SummaryRow]) -> Result<DataFrame> {
     let s = |name: &str, g: &dyn Fn(&SummaryRow) -> String| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<String>>());
     let b = |name: &str, g: &dyn Fn(&SummaryRow) -> bool| PlColumn::new(name.into(), rows.iter().map(|r| g(r)).collect::<Vec<bool>>());
     cols.extend([
+        s("restriction", &|r| r.restriction.clone()),
         s("rows_used", &|r| r.rows_used.clone()),
         i("n_train", &|r| r.n_train),
         i("n_params", &|r| r.n_params),
+        i("n_params_model", &|r| r.n_params_model),
         f("llc_mean", &|r| r.llc_mean),
         f("llc_std", &|r| r.llc_std),
         f("llc_se", &|r| r.llc_se),
@@ -359,6 +381,7 @@ fn trace_frame(done: &[CheckpointLlc]) -> Result<DataFrame> {
             PlColumn::new("run".into(), rows.iter().map(|(s, _)| s.key.ident.run.as_str()).collect::<Vec<_>>()),
             PlColumn::new("step".into(), rows.iter().map(|(s, _)| s.key.step).collect::<Vec<_>>()),
             PlColumn::new("checkpoint".into(), rows.iter().map(|(s, _)| s.key.checkpoint.as_str()).collect::<Vec<_>>()),
+            PlColumn::new("restriction".into(), rows.iter().map(|(s, _)| s.restriction.as_str()).collect::<Vec<_>>()),
             PlColumn::new("chain".into(), rows.iter().map(|(_, t)| t.chain).collect::<Vec<_>>()),
             PlColumn::new("draw".into(), rows.iter().map(|(_, t)| t.draw).collect::<Vec<_>>()),
             PlColumn::new("loss".into(), rows.iter().map(|(_, t)| t.loss).collect::<Vec<_>>()),
@@ -374,7 +397,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     let i = |n: &str| col_i64(&df, n, path);
     let b = |n: &str| col_bool(&df, n, path);
     let keys = read_keys(&df, path)?;
-    let (rows_used, n_train, n_params) = (s("rows_used")?, i("n_train")?, i("n_params")?);
+    let (restriction, rows_used, n_train, n_params, n_params_model) = (s("restriction")?, s("rows_used")?, i("n_train")?, i("n_params")?, i("n_params_model")?);
     let (mean, std, se, r_hat, ess, mala, lw, nbeta) =
         (f("llc_mean")?, f("llc_std")?, f("llc_se")?, f("r_hat")?, f("ess_bulk")?, f("mala_acceptance")?, f("loss_at_wstar")?, f("nbeta")?);
     let (used, div, neg, nc, negm, flags) = (i("chains_used")?, i("n_diverged")?, i("n_negative")?, i("n_not_converged")?, b("negative_mean")?, s("flags")?);
@@ -405,13 +428,15 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
             rmsprop: rms[k],
             rmsprop_alpha: rms_a[k],
             rmsprop_eps: rms_e[k],
-            threads: 0,
+            ..SgldConfig::default().sampling()
         };
         out.push(SummaryRow {
             key,
+            restriction: restriction[k].clone(),
             rows_used: rows_used[k].clone(),
             n_train: n_train[k],
             n_params: n_params[k],
+            n_params_model: n_params_model[k],
             llc_mean: mean[k],
             llc_std: std[k],
             llc_se: se[k],
@@ -439,7 +464,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     Ok(out)
 }
 
-/// The checkpoint a trace row belongs to.
+/// The checkpoint (and, in the estimate's trace, the restriction group) a row belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceKey {
     /// Run id.
@@ -448,18 +473,22 @@ pub struct TraceKey {
     pub step: i64,
     /// The checkpoint file.
     pub checkpoint: String,
+    /// The restriction group (`all` for the calibration table, which samples the whole model).
+    pub restriction: String,
 }
 
 /// Every row of a trace table, with its checkpoint.
 pub fn read_trace(path: &Path) -> Result<Vec<(TraceKey, TraceRow)>> {
     let df = read_parquet(path, &LLC_TRACE)?;
     let (run, step, checkpoint) = (col_str(&df, "run", path)?, col_i64(&df, "step", path)?, col_str(&df, "checkpoint", path)?);
+    let restriction = col_str(&df, "restriction", path)?;
     let (chain, draw, loss) = (col_i64(&df, "chain", path)?, col_i64(&df, "draw", path)?, col_f64(&df, "loss", path)?);
     Ok(run
         .into_iter()
         .zip(checkpoint)
+        .zip(restriction)
         .enumerate()
-        .map(|(k, (run, checkpoint))| (TraceKey { run, step: step[k], checkpoint }, TraceRow { chain: chain[k], draw: draw[k], loss: loss[k] }))
+        .map(|(k, ((run, checkpoint), restriction))| (TraceKey { run, step: step[k], checkpoint, restriction }, TraceRow { chain: chain[k], draw: draw[k], loss: loss[k] }))
         .collect())
 }
 
@@ -572,7 +601,7 @@ pub fn read_calibration(path: &Path) -> Result<Vec<CalibrationRow>> {
     let (healthy, rel, rec) = (b("healthy")?, f("relative_change")?, b("recommended")?);
     Ok((0..df.height())
         .map(|k| CalibrationRow {
-            key: TraceKey { run: run[k].clone(), step: step[k], checkpoint: checkpoint[k].clone() },
+            key: TraceKey { run: run[k].clone(), step: step[k], checkpoint: checkpoint[k].clone(), restriction: "all".into() },
             epsilon: eps[k],
             gamma: gamma[k],
             nbeta_setting: nbs[k].clone(),

@@ -152,6 +152,9 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
             bail!("the reference step size for equal sampling time must be positive, got {e}");
         }
     }
+    if !crate::llc::restrict::is_default_groups(&base.restrict) {
+        tracing::warn!("llc calibrate samples the whole model: llc.restrict applies to llc estimate only");
+    }
     interrupt::stop_at_safe_points();
     let ckpt = ckpt::load(path)?;
     let rows = Arc::new(TrainingRows::of(&ckpt)?);

@@ -1,5 +1,5 @@
-//! The estimate stage: one summary row and a trace per checkpoint, resumable at checkpoint
-//! granularity (see the parent module's docs).
+//! The estimate stage: one summary row and a trace per checkpoint and restriction group,
+//! resumable at that granularity (see the parent module's docs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::select::Job;
 use super::settings::{settings_hash, settings_json, SettingsSource};
 use crate::ckpt::{self, Checkpoint};
+use crate::llc::restrict::Restriction;
 use crate::llc::transformer::{TrainingRows, TransformerTarget};
 use crate::llc::{estimate, LlcEstimate, SgldConfig};
 use crate::run::RowKey;
@@ -52,45 +54,40 @@ pub struct EstimateOptions {
     pub stop_after: Option<usize>,
 }
 
-/// What the estimate stage did.
+/// What the estimate stage did. Counts are of estimates: one per checkpoint and group.
 #[derive(Debug, Clone)]
 pub struct EstimateOutcome {
-    /// Every finished checkpoint, in input order (computed or reused).
+    /// Every finished estimate, in job order and, within a checkpoint, group order (computed or
+    /// reused).
     pub done: Vec<CheckpointLlc>,
-    /// Checkpoints computed in this call.
+    /// Estimates computed in this call.
     pub computed: usize,
-    /// Checkpoints reused from the partial files of an earlier call.
+    /// Estimates reused from the partial files of an earlier call.
     pub reused: usize,
-    /// Whether every checkpoint is done and the final tables were written.
+    /// Whether every estimate is done and the final tables were written.
     pub complete: bool,
-    /// The checkpoints asked for.
+    /// The estimates asked for.
     pub total: usize,
 }
 
-/// Estimates the LLC of every checkpoint in `paths` (in order) into `out` and its trace table,
-/// resuming from the partial files of an interrupted earlier call (see the module docs).
-pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
+/// Estimates the LLC of every job's checkpoint for each of its groups (in order) into `out` and
+/// its trace table, resuming from the partial files of an interrupted earlier call (see the
+/// module docs).
+pub fn estimate_stage(jobs: &[Job], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
     interrupt::stop_at_safe_points();
     let files = EstimatePaths::new(out);
     if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
         fsio::remove_stale_temps(dir)?;
     }
     let mut earlier = load_partial(&files);
-    let bar = crate::cli::progress_bar(paths.len() as u64, "llc [{elapsed_precise}] {bar:40} {pos}/{len} checkpoints (eta {eta}) {msg}", opts.progress);
-    let mut done: Vec<CheckpointLlc> = Vec::with_capacity(paths.len());
+    let total: usize = jobs.iter().map(|j| j.groups.len()).sum();
+    let inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+    let bar = crate::cli::progress_bar(total as u64, "llc [{elapsed_precise}] {bar:40} {pos}/{len} estimates (eta {eta}) {msg}", opts.progress);
+    let mut done: Vec<CheckpointLlc> = Vec::with_capacity(total);
     let (mut computed, mut reused) = (0usize, 0usize);
     let mut all_settings: BTreeMap<String, String> = BTreeMap::new();
-    for path in paths {
-        if interrupt::requested() || opts.stop_after.is_some_and(|k| computed >= k) {
-            bar.finish_and_clear();
-            tracing::warn!(
-                "stopped after {} of {} checkpoints; the finished ones are kept in {} and a rerun resumes from there",
-                done.len(),
-                paths.len(),
-                files.partial_summary.display()
-            );
-            return Ok(EstimateOutcome { done, computed, reused, complete: false, total: paths.len() });
-        }
+    for job in jobs {
+        let path = &job.path;
         let ckpt = ckpt::load(path)?;
         let s = settings.for_checkpoint(&ckpt)?;
         let s_hash = settings_hash(&s)?;
@@ -98,24 +95,38 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let c_hash = crate::hash::hex(&bytes);
         let key = RowKey::of(&ckpt);
-        if let Some(prev) = earlier.remove(&(key.checkpoint.clone(), s_hash.clone(), c_hash.clone())) {
-            tracing::debug!(checkpoint = %path.display(), "reusing the estimate of an earlier, interrupted call");
-            done.push(prev);
-            reused += 1;
+        let rows = Arc::new(TrainingRows::of(&ckpt)?);
+        for group in &job.groups {
+            if interrupt::requested() || opts.stop_after.is_some_and(|k| computed >= k) {
+                bar.finish_and_clear();
+                tracing::warn!(
+                    "stopped after {} of {total} estimates; the finished ones are kept in {} and a rerun resumes from there",
+                    done.len(),
+                    files.partial_summary.display()
+                );
+                return Ok(EstimateOutcome { done, computed, reused, complete: false, total });
+            }
+            let partial_key = (key.checkpoint.clone(), group.name(), s_hash.clone(), c_hash.clone());
+            if let Some(prev) = earlier.remove(&partial_key) {
+                tracing::debug!(checkpoint = %path.display(), restriction = %group, "reusing the estimate of an earlier, interrupted call");
+                done.push(prev);
+                reused += 1;
+                bar.inc(1);
+                continue;
+            }
+            let started = Instant::now();
+            let result = estimate_group(&ckpt, &rows, group, &s, s_hash.clone(), c_hash.clone())
+                .with_context(|| format!("llc estimate: {} (restriction {group})", path.display()))?;
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "{}", result.summary.line());
+            bar.set_message(format!("step {} {group}: λ = {:.2}", result.summary.key.step, result.summary.llc_mean));
             bar.inc(1);
-            continue;
+            done.push(result);
+            computed += 1;
+            write_tables(&done, &files.partial_summary, &files.partial_trace, &inputs, &all_settings)?;
         }
-        let started = Instant::now();
-        let result = estimate_checkpoint(&ckpt, &s, s_hash, c_hash).with_context(|| format!("llc estimate: {}", path.display()))?;
-        tracing::info!(seconds = started.elapsed().as_secs_f64(), "{}", result.summary.line());
-        bar.set_message(format!("step {}: λ = {:.2}", result.summary.key.step, result.summary.llc_mean));
-        bar.inc(1);
-        done.push(result);
-        computed += 1;
-        write_tables(&done, &files.partial_summary, &files.partial_trace, paths, &all_settings)?;
     }
     bar.finish_and_clear();
-    write_tables(&done, &files.summary, &files.trace, paths, &all_settings)?;
+    write_tables(&done, &files.summary, &files.trace, &inputs, &all_settings)?;
     for p in [&files.partial_summary, &files.partial_trace] {
         if p.exists() {
             std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
@@ -133,44 +144,51 @@ pub fn estimate_stage(paths: &[PathBuf], out: &Path, settings: &SettingsSource, 
             eprintln!("  {}", c.summary.line());
         }
     }
-    Ok(EstimateOutcome { done, computed, reused, complete: true, total: paths.len() })
+    Ok(EstimateOutcome { done, computed, reused, complete: true, total })
 }
 
 /// `llc estimate`: [`estimate_stage`], logged, and an error when it was interrupted (the finished
-/// checkpoints are kept for the rerun).
-pub fn run_estimate(paths: &[PathBuf], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<()> {
+/// estimates are kept for the rerun).
+pub fn run_estimate(jobs: &[Job], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<()> {
     // Another process is writing this table: wait for it, and stop if it wrote it meanwhile.
     let Some(_lock) = crate::lock::output(out)? else { return Ok(()) };
     if let SettingsSource::Fixed(s) = settings {
-        tracing::info!(checkpoints = paths.len(), out = %out.display(), "llc estimate with {}", settings_json(s)?);
+        let groups: Vec<String> = s.restrict.iter().map(|g| g.name()).collect();
+        tracing::info!(checkpoints = jobs.len(), restrict = %groups.join(", "), out = %out.display(), "llc estimate with {}", settings_json(s)?);
     }
     let started = Instant::now();
-    let outcome = estimate_stage(paths, out, settings, opts)?;
+    let outcome = estimate_stage(jobs, out, settings, opts)?;
     if !outcome.complete {
         anyhow::bail!(
-            "interrupted after {} of {} checkpoints; they are kept, and running the same command again resumes",
+            "interrupted after {} of {} estimates; they are kept, and running the same command again resumes",
             outcome.done.len(),
             outcome.total
         );
     }
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
-        checkpoints = outcome.total,
+        estimates = outcome.total,
         computed = outcome.computed,
         reused = outcome.reused,
         seconds,
-        per_checkpoint = seconds / outcome.computed.max(1) as f64,
+        per_estimate = seconds / outcome.computed.max(1) as f64,
         "wrote {}",
         out.display()
     );
     Ok(())
 }
 
-/// One checkpoint's estimate, as its table rows.
+/// One checkpoint's whole-model estimate, as its table rows (the group `all`).
 pub fn estimate_checkpoint(ckpt: &Checkpoint, settings: &SgldConfig, settings_hash: String, checkpoint_hash: String) -> Result<CheckpointLlc> {
-    let est = estimate_raw(ckpt, settings)?;
-    let rows_used = TrainingRows::of(ckpt)?.used.as_str();
-    let summary = SummaryRow::of(RowKey::of(ckpt), rows_used, &est, settings_hash, checkpoint_hash);
+    let rows = Arc::new(TrainingRows::of(ckpt)?);
+    estimate_group(ckpt, &rows, &Restriction::all(), settings, settings_hash, checkpoint_hash)
+}
+
+/// One checkpoint's estimate restricted to `group`, as its table rows.
+fn estimate_group(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restriction, settings: &SgldConfig, settings_hash: String, checkpoint_hash: String) -> Result<CheckpointLlc> {
+    let est = estimate_restricted(ckpt, rows, group, settings)?;
+    let n_params_model = ckpt.params.iter().map(|(_, v)| v.elem_count()).sum();
+    let summary = SummaryRow::of(RowKey::of(ckpt), &group.name(), rows.used.as_str(), n_params_model, &est, settings_hash, checkpoint_hash);
     let trace = est
         .trace_rows()
         .map(|(chain, draw, loss)| TraceRow { chain: chain as i64, draw: draw as i64, loss })
@@ -178,42 +196,47 @@ pub fn estimate_checkpoint(ckpt: &Checkpoint, settings: &SgldConfig, settings_ha
     Ok(CheckpointLlc { summary, trace })
 }
 
-/// The [`LlcEstimate`] of one checkpoint with these settings: one [`TransformerTarget`] per chain
-/// over the checkpoint's rows.
+/// The whole-model [`LlcEstimate`] of one checkpoint with these settings: one
+/// [`TransformerTarget`] per chain over the checkpoint's rows.
 pub fn estimate_raw(ckpt: &Checkpoint, settings: &SgldConfig) -> Result<LlcEstimate> {
-    let rows = Arc::new(TrainingRows::of(ckpt)?);
-    let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone());
+    estimate_restricted(ckpt, &Arc::new(TrainingRows::of(ckpt)?), &Restriction::all(), settings)
+}
+
+/// The [`LlcEstimate`] of one checkpoint with SGLD moving only the tensors of `group`.
+pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restriction, settings: &SgldConfig) -> Result<LlcEstimate> {
+    let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone())?.restrict(group);
     Ok(estimate(factory, settings)?)
 }
 
-type PartialKey = (String, String, String);
+/// (checkpoint, restriction, settings hash, checkpoint hash).
+type PartialKey = (String, String, String, String);
 
-/// The finished checkpoints of an earlier, interrupted call, by (checkpoint, settings hash,
-/// checkpoint hash). Unreadable partial files are ignored (and later overwritten).
+/// The finished estimates of an earlier, interrupted call, by (checkpoint, restriction, settings
+/// hash, checkpoint hash). Unreadable partial files are ignored (and later overwritten).
 fn load_partial(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
     if !files.partial_summary.exists() {
         return BTreeMap::new();
     }
     let read = || -> Result<BTreeMap<PartialKey, CheckpointLlc>> {
         let rows = tables::llc::read_summary(&files.partial_summary)?;
-        let mut traces: BTreeMap<String, Vec<TraceRow>> = BTreeMap::new();
+        let mut traces: BTreeMap<(String, String), Vec<TraceRow>> = BTreeMap::new();
         if files.partial_trace.exists() {
             for (key, row) in tables::llc::read_trace(&files.partial_trace)? {
-                traces.entry(key.checkpoint).or_default().push(row);
+                traces.entry((key.checkpoint, key.restriction)).or_default().push(row);
             }
         }
         let mut out = BTreeMap::new();
         for r in rows {
             // The trace partial is written before the summary partial, so every summary row has
             // its trace there (possibly empty, when every chain diverged at once).
-            let trace = traces.remove(&r.key.checkpoint).unwrap_or_default();
-            out.insert((r.key.checkpoint.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
+            let trace = traces.remove(&(r.key.checkpoint.clone(), r.restriction.clone())).unwrap_or_default();
+            out.insert((r.key.checkpoint.clone(), r.restriction.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
         }
         Ok(out)
     };
     match read() {
         Ok(m) => {
-            tracing::info!("found {} finished checkpoint(s) of an interrupted run in {}", m.len(), files.partial_summary.display());
+            tracing::info!("found {} finished estimate(s) of an interrupted run in {}", m.len(), files.partial_summary.display());
             m
         }
         Err(e) => {

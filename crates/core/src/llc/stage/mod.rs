@@ -4,7 +4,8 @@ The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, table
 
 - `settings`: where each checkpoint's [`SgldConfig`] comes from ([`SettingsSource`]), and its
   resume hash ([`settings_hash`]).
-- `select`: which checkpoints of the inputs are estimated ([`Selection`]).
+- `select`: which checkpoints of the inputs are estimated, for which groups ([`Selection`],
+  [`Job`]; `llc.steps`, `llc.trajectory` and the `--every`/`--steps` flags).
 - `estimate`: the estimate stage with its resume ([`estimate_stage`], [`run_estimate`]).
 - `calibrate`: the calibration stage ([`calibrate_stage`]), its outcome printed as a table
   ([`CalibrationOutcome`]).
@@ -16,11 +17,16 @@ from each checkpoint's own `pizza_config` ([`super::transformer::TrainingRows`])
 varies `llc.*` keys, each checkpoint takes the settings of the grid run with its run id
 ([`SettingsSource`]).
 
-**Resume.** After each checkpoint the rows so far are rewritten (atomically) to
+**What is estimated.** One estimate per checkpoint and group of `llc.restrict`
+([`crate::llc::restrict`]); which checkpoints, and which of them get only the first group, is
+[`Selection::plan`]'s (the file's `llc.steps` and `llc.trajectory`, or the `--every`/`--steps`
+flags). Each row carries its group in the `restriction` column.
+
+**Resume.** After each estimate the rows so far are rewritten (atomically) to
 `<stem>.partial.parquet` and `<stem>_trace.partial.parquet` beside the output. A rerun reuses a
-partial row when its checkpoint path, `settings_hash` (the settings, threads excluded) and
-`checkpoint_hash` (the file's bytes) all match, so an interrupted stage redoes only unfinished
-checkpoints; the final tables are written only at the end (trace first, then the summary that
+partial row when its checkpoint path, `restriction`, `settings_hash` (the sampling settings:
+threads, `restrict`, `steps` and `trajectory` excluded) and `checkpoint_hash` (the file's bytes)
+all match, so an interrupted stage redoes only unfinished estimates; the final tables are written only at the end (trace first, then the summary that
 `make` waits for) and the partial files are removed. Because every estimate is a deterministic
 function of its checkpoint and settings, the final bytes equal those of an uninterrupted run.
 */
@@ -33,8 +39,8 @@ mod settings;
 mod tests;
 
 pub use calibrate::{calibrate_stage, cell_settings, parse_batch_size, CalibrateOptions, CalibrationCell, CalibrationOutcome, SeriesRecommendation};
-pub use estimate::{estimate_checkpoint, estimate_raw, estimate_stage, run_estimate, EstimateOptions, EstimateOutcome, EstimatePaths};
-pub use select::{select_checkpoints, Selection};
+pub use estimate::{estimate_checkpoint, estimate_raw, estimate_restricted, estimate_stage, run_estimate, EstimateOptions, EstimateOutcome, EstimatePaths};
+pub use select::{check_steps, CheckpointStep, Job, Selection};
 pub use settings::{settings_hash, settings_json, SettingsSource};
 
 #[cfg(doc)]

@@ -59,9 +59,10 @@ impl SettingsSource {
     }
 }
 
-/// The settings with the thread count zeroed (it changes no number), as JSON.
+/// The settings that determine an estimate's numbers ([`SgldConfig::sampling`]: no thread
+/// count, no `restrict`, `steps` or `trajectory`), as JSON.
 pub fn settings_json(s: &SgldConfig) -> Result<String> {
-    Ok(serde_json::to_string(&SgldConfig { threads: 0, ..s.clone() })?)
+    Ok(serde_json::to_string(&s.sampling())?)
 }
 
 /// FNV-1a of [`settings_json`], as 16 hex digits.

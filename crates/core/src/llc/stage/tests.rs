@@ -12,6 +12,7 @@ use crate::llc::{CalibrationGrid, RecommendCriteria};
 use crate::tables::{self, llc::{read_summary, SummaryRow}};
 use crate::data::DataConfig;
 use crate::data::Dataset;
+use crate::llc::restrict::Restriction;
 use crate::llc::transformer::{GradMode, RowsUsed, TrainingRows, TransformerTarget};
 use crate::llc::{estimate, SgldConfig};
 use crate::model::{ModelConfig, Params};
@@ -54,6 +55,22 @@ fn tiny_settings() -> SgldConfig {
 
 fn quiet() -> EstimateOptions {
     EstimateOptions { progress: false, stop_after: None }
+}
+
+/// What `llc estimate` computes for `inputs` with these settings and no selection flags.
+fn jobs(inputs: &[PathBuf], settings: &SettingsSource) -> Vec<Job> {
+    Selection::default().plan(inputs, settings).unwrap()
+}
+
+/// The checkpoint steps (file names' numbers) of some jobs, with their groups' names.
+fn steps_and_groups(jobs: &[Job]) -> Vec<(u64, String)> {
+    jobs.iter()
+        .flat_map(|j| {
+            let name = j.path.file_name().unwrap().to_string_lossy().into_owned();
+            let step: u64 = name.trim_start_matches("step_").trim_end_matches(".safetensors").parse().unwrap();
+            j.groups.iter().map(move |g| (step, g.name()))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +195,8 @@ fn foreign_checkpoints_use_all_pairs() {
     let dir = temp_dir("foreign");
     let out = dir.join("llc.parquet");
     let s = SgldConfig { chains: 1, draws: 3, burn_in: 0, batch_size: Some(16), mala_every: 0, epsilon: 1e-6, ..SgldConfig::default() };
-    estimate_stage(std::slice::from_ref(&path), &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
+    let settings = SettingsSource::Fixed(s);
+    estimate_stage(&jobs(std::slice::from_ref(&path), &settings), &out, &settings, &quiet()).unwrap();
     let rows_back = read_summary(&out).unwrap();
     assert_eq!(rows_back.len(), 1);
     assert_eq!(rows_back[0].rows_used, "all_pairs");
@@ -238,9 +256,10 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
     let dir = temp_dir("tables");
     let run = tiny_run(&dir, 1.0);
     let out = dir.join("llc.parquet");
-    let paths = select_checkpoints(std::slice::from_ref(&run), None, None).unwrap();
+    let settings = SettingsSource::Fixed(tiny_settings());
+    let paths = jobs(std::slice::from_ref(&run), &settings);
     assert_eq!(paths.len(), 4);
-    let outcome = estimate_stage(&paths, &out, &SettingsSource::Fixed(tiny_settings()), &quiet()).unwrap();
+    let outcome = estimate_stage(&paths, &out, &settings, &quiet()).unwrap();
     assert!(outcome.complete && outcome.computed == 4 && outcome.reused == 0);
     let df = tables::read_parquet(&out, &schema::LLC_SUMMARY).unwrap();
     assert_eq!(df.height(), 4);
@@ -249,6 +268,9 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
     assert_eq!(steps, vec![0, 10, 20, 30]);
     assert_eq!(tables::col_str(&df, "run", &out).unwrap(), vec!["alpha1"; 4]);
     assert_eq!(tables::col_str(&df, "rows_used", &out).unwrap(), vec!["train_split"; 4]);
+    assert_eq!(tables::col_str(&df, "restriction", &out).unwrap(), vec!["all"; 4]);
+    let n_params = tables::col_i64(&df, "n_params", &out).unwrap();
+    assert_eq!(n_params, tables::col_i64(&df, "n_params_model", &out).unwrap());
     assert_eq!(tables::col_i64(&df, "n_train", &out).unwrap(), vec![97; 4]);
     assert_eq!(tables::col_i64(&df, "batch_size", &out).unwrap(), vec![32; 4]);
     assert_eq!(tables::col_f64(&df, "epsilon", &out).unwrap(), vec![1e-3; 4]);
@@ -266,12 +288,7 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
     // The report's reader accepts it.
     assert!(read_summary(&out).unwrap().iter().all(|r| r.chains_used == 2));
     assert!(!EstimatePaths::new(&out).partial_summary.exists());
-    // --every and --steps.
-    let every = select_checkpoints(std::slice::from_ref(&run), Some(3), None).unwrap();
-    let names: Vec<String> = every.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, vec!["step_0000000.safetensors", "step_0000030.safetensors"]);
-    assert_eq!(select_checkpoints(std::slice::from_ref(&run), None, Some(&[10, 20])).unwrap().len(), 2);
-    assert!(select_checkpoints(&[run], None, Some(&[7])).is_err());
+    assert_eq!(tables::col_str(&trace, "restriction", &trace_path).unwrap(), vec!["all"; 4 * 2 * 12]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -281,8 +298,8 @@ fn estimate_stage_writes_one_row_per_checkpoint_and_the_trace() {
 fn an_interrupted_estimate_resumes_and_matches_an_uninterrupted_one() {
     let dir = temp_dir("resume");
     let run = tiny_run(&dir, 0.0);
-    let paths = select_checkpoints(&[run], None, None).unwrap();
     let settings = SettingsSource::Fixed(tiny_settings());
+    let paths = jobs(&[run], &settings);
 
     let whole = dir.join("whole/llc.parquet");
     estimate_stage(&paths, &whole, &settings, &quiet()).unwrap();
@@ -312,8 +329,8 @@ fn an_interrupted_estimate_resumes_and_matches_an_uninterrupted_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A NaN in a checkpoint's weights is refused with the file and the tensor named, and nothing is
-/// written.
+/// A NaN in a checkpoint's weights is refused with the file and the tensor named, before any
+/// sampling (when the estimates are planned), and nothing is written.
 #[test]
 fn a_checkpoint_holding_a_nan_is_refused_naming_file_and_tensor() {
     let dir = temp_dir("nan");
@@ -328,7 +345,7 @@ fn a_checkpoint_holding_a_nan_is_refused_naming_file_and_tensor() {
     let bad = dir.join("bad.safetensors");
     ckpt::write_safetensors(&bad, &tensors, &meta).unwrap();
     let out = dir.join("out/llc.parquet");
-    let err = estimate_stage(&[good, bad.clone()], &out, &SettingsSource::Fixed(tiny_settings()), &quiet()).unwrap_err();
+    let err = Selection::default().plan(&[good, bad.clone()], &SettingsSource::Fixed(tiny_settings())).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(&bad.display().to_string()) && msg.contains("blocks.0.mlp.W_in") && msg.contains("non-finite"), "{msg}");
     assert!(!out.exists() && !EstimatePaths::new(&out).trace.exists());
@@ -344,7 +361,8 @@ fn diverging_chains_are_flagged_and_leave_no_nan_in_the_trace() {
     let last = ckpt::list_run(&run).unwrap().pop().unwrap().1;
     let out = dir.join("llc.parquet");
     let s = SgldConfig { epsilon: 50.0, burn_in: 0, ..tiny_settings() };
-    let outcome = estimate_stage(&[last], &out, &SettingsSource::Fixed(s), &quiet()).unwrap();
+    let settings = SettingsSource::Fixed(s);
+    let outcome = estimate_stage(&jobs(&[last], &settings), &out, &settings, &quiet()).unwrap();
     let row = &outcome.done[0].summary;
     assert_eq!(row.n_diverged, 2, "{}", row.line());
     assert_eq!(row.chains_used, 0);
@@ -376,7 +394,7 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     let text = est.flag_text();
     assert!(text.contains("R-hat 1.5000 > 1.1") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
     let key = RowKey { ident: RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
-    let row = SummaryRow::of(key, "train_split", &est, String::new(), String::new());
+    let row = SummaryRow::of(key, "all", "train_split", 0, &est, String::new(), String::new());
     assert!(row.flag_r_hat && row.flag_mala && row.flagged());
     assert!(!row.flag_spikes);
     // A chain thrown far up and back is flagged as spiking (R-hat, rank-based, would not see it).
@@ -445,3 +463,194 @@ fn docs_list_every_llc_column() {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Restriction and selection
+
+/// Restricted to a group, SGLD moves exactly the group's tensors: the others end a chain at w*
+/// bit for bit, the group's have moved, and the group's gradients are the whole model's (the loss
+/// still reads every weight).
+#[test]
+fn a_restricted_target_moves_only_its_group() {
+    let (cfg, params, rows, _, _) = golden("1.0");
+    let group = Restriction::parse("attn").unwrap();
+    let whole = TransformerTarget::new(&params, &cfg, rows.clone()).unwrap();
+    let target = TransformerTarget::new(&params, &cfg, rows.clone()).unwrap().restrict(&group).unwrap();
+    let free = ["blocks.0.attn.W_K", "blocks.0.attn.W_O", "blocks.0.attn.W_Q", "blocks.0.attn.W_V"];
+    assert_eq!(target.free(), free);
+    assert_eq!(target.params().len(), 4);
+    let d: usize = target.params().iter().map(|v| v.elem_count()).sum();
+    assert_eq!(d, 4 * 16 * 16, "four matrices of d_model² = 256 weights");
+    assert_eq!(target.n_params_model(), cfg.n_params());
+    let batch: Vec<u32> = (0..32).collect();
+    let (lw, gw) = whole.loss_and_grads(&batch).unwrap();
+    let (lr, gr) = target.loss_and_grads(&batch).unwrap();
+    assert_eq!(lw.to_bits(), lr.to_bits());
+    for (name, v) in free.iter().zip(target.params()) {
+        let a = gr.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = gw.get(whole.weights().get(name).unwrap().as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b, "{name}");
+    }
+    let plan = crate::sampler::ChainPlan {
+        epsilon: 1e-3,
+        gamma: 100.0,
+        nbeta: 20.0,
+        batch_size: 32,
+        burn_in: 0,
+        draws: 10,
+        steps_between_draws: 1,
+        mala_every: 0,
+        divergence_loss: f64::INFINITY,
+        seed: 0,
+        rmsprop: None,
+    };
+    let trace = crate::sampler::run_chain(&target, &plan, 0).unwrap();
+    assert_eq!(trace.draw_losses.len(), 10);
+    let start = params.flat().unwrap();
+    for (name, now) in target.weights().flat().unwrap() {
+        if free.contains(&name.as_str()) {
+            assert_ne!(now, start[&name], "{name} did not move");
+        } else {
+            assert_eq!(now, start[&name], "{name} moved");
+        }
+    }
+}
+
+/// Which estimates the stage plans: by the flags, by `llc.steps` (for every group) and
+/// `llc.trajectory` (every other checkpoint, for the first group), flags overriding the file.
+#[test]
+fn estimates_are_selected_by_the_flags_or_by_llc_steps_and_trajectory() {
+    let dir = temp_dir("select");
+    let run = tiny_run(&dir, 1.0);
+    let inputs = std::slice::from_ref(&run);
+    let at = |s: &SgldConfig, sel: &Selection| sel.plan(inputs, &SettingsSource::Fixed(s.clone()));
+    let all = |steps: &[u64]| steps.iter().map(|&s| (s, "all".to_string())).collect::<Vec<_>>();
+    let base = tiny_settings();
+    // No selection: every checkpoint.
+    assert_eq!(steps_and_groups(&at(&base, &Selection::default()).unwrap()), all(&[0, 10, 20, 30]));
+    // The flags, as before; `last` among the steps.
+    let every = Selection { every: Some(3), steps: None };
+    assert_eq!(steps_and_groups(&at(&base, &every).unwrap()), all(&[0, 30]));
+    let steps = |s: &[CheckpointStep]| Selection { every: None, steps: Some(s.to_vec()) };
+    assert_eq!(steps_and_groups(&at(&base, &steps(&[CheckpointStep::At(10), CheckpointStep::At(20)])).unwrap()), all(&[10, 20]));
+    assert_eq!(steps_and_groups(&at(&base, &steps(&[CheckpointStep::At(0), CheckpointStep::Last])).unwrap()), all(&[0, 30]));
+    assert!(at(&base, &steps(&[CheckpointStep::At(7)])).is_err(), "nothing selected");
+    // The file's steps, for every group; a trajectory run also at every other checkpoint for
+    // the first group.
+    let two = vec![Restriction::all(), Restriction::parse("attn").unwrap()];
+    let file = SgldConfig { restrict: two, steps: Some(vec![CheckpointStep::At(0), CheckpointStep::Last]), ..base.clone() };
+    let both = |s: u64| [(s, "all".to_string()), (s, "attn".to_string())];
+    let want: Vec<(u64, String)> = both(0).into_iter().chain(both(30)).collect();
+    assert_eq!(steps_and_groups(&at(&file, &Selection::default()).unwrap()), want);
+    let other = SgldConfig { trajectory: vec!["*_seed0".into()], ..file.clone() };
+    assert_eq!(steps_and_groups(&at(&other, &Selection::default()).unwrap()), want, "alpha1 is not a trajectory run");
+    let traj = SgldConfig { trajectory: vec!["alpha?".into()], ..file.clone() };
+    let want_traj: Vec<(u64, String)> = both(0).into_iter().chain([(10, "all".into()), (20, "all".into())]).chain(both(30)).collect();
+    assert_eq!(steps_and_groups(&at(&traj, &Selection::default()).unwrap()), want_traj);
+    // A flag replaces the file's selection (every group at what the flag selects).
+    let flagged = steps_and_groups(&at(&traj, &every).unwrap());
+    assert_eq!(flagged, want);
+    // A step of llc.steps the run directory lacks is an error naming the directory and the step.
+    let missing = SgldConfig { steps: Some(vec![CheckpointStep::At(40)]), ..base };
+    let msg = format!("{:#}", at(&missing, &Selection::default()).unwrap_err());
+    assert!(msg.contains(&run.display().to_string()) && msg.contains("step 40") && msg.contains("last is step 30"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A group that matches none of a checkpoint's tensors is refused when the estimates are
+/// planned, naming the file, the group and the tensors there are; nothing is written.
+#[test]
+fn a_group_that_matches_no_tensor_is_refused_before_sampling() {
+    let dir = temp_dir("nomatch");
+    let run = tiny_run(&dir, 0.0);
+    let bad = SgldConfig { restrict: vec![Restriction::all(), Restriction::parse("blocks.1.*").unwrap()], ..tiny_settings() };
+    let err = Selection::default().plan(std::slice::from_ref(&run), &SettingsSource::Fixed(bad)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("step_0000000.safetensors") && msg.contains("`blocks.1.*` matches no tensor") && msg.contains("blocks.0.attn.W_Q"), "{msg}");
+    // One pattern of a list that matches nothing is as much a mistake as a whole group.
+    let typo = Restriction::tensors(["blocks.0.attn.W_Q", "blocks.0.mlp.W_inn"]).unwrap();
+    let (cfg, params, rows, _, _) = golden("0.0");
+    let msg = TransformerTarget::new(&params, &cfg, rows).unwrap().restrict(&typo).unwrap_err().to_string();
+    assert!(msg.contains("its pattern `blocks.0.mlp.W_inn`"), "{msg}");
+    assert!(!dir.join("llc.parquet").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One row per checkpoint and group, keyed by both: the `restriction` column, the group's
+/// number of sampled parameters beside the model's, a resume that reuses finished (checkpoint,
+/// group) rows and ends byte-identical to an uninterrupted run.
+#[test]
+fn restricted_estimates_are_rows_keyed_by_checkpoint_and_group() {
+    let dir = temp_dir("groups");
+    let run = tiny_run(&dir, 1.0);
+    let groups = vec![Restriction::all(), Restriction::parse("embed").unwrap(), Restriction::tensors(["blocks.0.mlp.W_in", "unembed.*"]).unwrap()];
+    let s = SgldConfig { restrict: groups, steps: Some(vec![CheckpointStep::At(0), CheckpointStep::Last]), ..tiny_settings() };
+    let settings = SettingsSource::Fixed(s);
+    let planned = jobs(std::slice::from_ref(&run), &settings);
+    let whole = dir.join("whole/llc.parquet");
+    let outcome = estimate_stage(&planned, &whole, &settings, &quiet()).unwrap();
+    assert_eq!((outcome.total, outcome.computed), (6, 6));
+    let rows = read_summary(&whole).unwrap();
+    let names: Vec<(i64, &str)> = rows.iter().map(|r| (r.key.step, r.restriction.as_str())).collect();
+    assert_eq!(names, [(0, "all"), (0, "embed"), (0, "blocks.0.mlp.W_in+unembed.*"), (30, "all"), (30, "embed"), (30, "blocks.0.mlp.W_in+unembed.*")]);
+    // W_E (d_model, vocab) + W_pos (n_ctx, d_model); W_in (d_mlp, d_model) + W_U (d_model, vocab).
+    let model = ckpt::load(&planned[0].path).unwrap().model;
+    assert_eq!((model.vocab, model.n_ctx, model.d_model, model.d_mlp), (11, 2, 16, 64));
+    for r in &rows {
+        let want = match r.restriction.as_str() {
+            "all" => model.n_params() as i64,
+            "embed" => 16 * 11 + 2 * 16,
+            _ => 64 * 16 + 16 * 11,
+        };
+        assert_eq!(r.n_params, want, "{}", r.restriction);
+        assert_eq!(r.n_params_model, model.n_params() as i64);
+        assert!(r.llc_mean.is_finite() && r.divergence_loss.is_finite(), "{}", r.line());
+    }
+    assert!(rows[1].llc_mean != rows[0].llc_mean && rows[2].llc_mean != rows[0].llc_mean);
+    let trace = tables::llc::read_trace(&EstimatePaths::new(&whole).trace).unwrap();
+    assert_eq!(trace.len(), 6 * 2 * 12);
+    assert_eq!(trace.iter().filter(|(k, _)| k.restriction == "embed" && k.step == 30).count(), 2 * 12);
+
+    // Interrupted after two estimates (the first two groups of step 0), then resumed.
+    let part = dir.join("part/llc.parquet");
+    let first = estimate_stage(&planned, &part, &settings, &EstimateOptions { progress: false, stop_after: Some(2) }).unwrap();
+    assert!(!first.complete && first.done.len() == 2);
+    let second = estimate_stage(&planned, &part, &settings, &quiet()).unwrap();
+    assert_eq!((second.reused, second.computed), (2, 4));
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&part).unwrap(), "summary bytes differ");
+    assert_eq!(std::fs::read(EstimatePaths::new(&whole).trace).unwrap(), std::fs::read(EstimatePaths::new(&part).trace).unwrap(), "trace bytes differ");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With the group `all`, the stage's rows equal those of the unrestricted code path (a
+/// `TransformerTarget` over every weight, as the stage computed before restrictions existed) bit
+/// for bit, in every column of the summary and the trace; `all` listed after another group too.
+#[test]
+fn the_group_all_reproduces_the_unrestricted_estimates_bit_for_bit() {
+    let dir = temp_dir("bitwise");
+    let run = tiny_run(&dir, 0.0);
+    let base = tiny_settings();
+    let s = SgldConfig { restrict: vec![Restriction::parse("mlp").unwrap(), Restriction::all()], ..base.clone() };
+    let settings = SettingsSource::Fixed(s.clone());
+    let out = dir.join("llc.parquet");
+    estimate_stage(&jobs(std::slice::from_ref(&run), &settings), &out, &settings, &quiet()).unwrap();
+    let got: Vec<SummaryRow> = read_summary(&out).unwrap().into_iter().filter(|r| r.restriction == "all").collect();
+    let trace = tables::llc::read_trace(&EstimatePaths::new(&out).trace).unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(settings_hash(&s).unwrap(), settings_hash(&base).unwrap(), "restrict is not part of the settings hash");
+    for (path, row) in ckpt::list_run(&run).unwrap().into_iter().map(|(_, p)| p).zip(&got) {
+        let c = ckpt::load(&path).unwrap();
+        let rows = Arc::new(TrainingRows::of(&c).unwrap());
+        let est = estimate(|_| TransformerTarget::new(&c.params, &c.model, rows.clone()), &base).unwrap();
+        let c_hash = crate::hash::hex(&std::fs::read(&path).unwrap());
+        let want = SummaryRow::of(RowKey::of(&c), "all", rows.used.as_str(), c.model.n_params(), &est, settings_hash(&base).unwrap(), c_hash);
+        // Debug prints every f64 in its shortest round-trip form, so equal text is equal bits
+        // (NaNs included, which `==` would not call equal).
+        assert_eq!(format!("{row:?}"), format!("{want:?}"), "step {}", row.key.step);
+        let mine: Vec<(i64, i64, u64)> =
+            trace.iter().filter(|(k, _)| k.restriction == "all" && k.step == row.key.step).map(|(_, t)| (t.chain, t.draw, t.loss.to_bits())).collect();
+        let theirs: Vec<(i64, i64, u64)> = est.trace_rows().map(|(c, d, l)| (c as i64, d as i64, l.to_bits())).collect();
+        assert_eq!(mine, theirs, "trace of step {}", row.key.step);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
