@@ -72,12 +72,12 @@ fn sigterm_keeps_the_finished_checkpoints_and_the_rerun_is_byte_identical() {
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("checkpoints; they are kept, and running the same command again resumes"), "{err}");
+    assert!(err.contains("estimates; they are kept, and running the same command again resumes"), "{err}");
     assert_eq!(left_in(&root.join("part")), ["llc.partial.parquet", "llc_trace.partial.parquet"], "{err}");
 
     let o = llc(&cfg, &run, &part).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("finished checkpoint(s) of an interrupted run"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("finished estimate(s) of an interrupted run"), "{}", stderr(&o));
     for name in ["llc.parquet", "llc_trace.parquet"] {
         assert!(std::fs::read(root.join("whole").join(name)).unwrap() == std::fs::read(root.join("part").join(name)).unwrap(), "{name} differs from the uninterrupted run");
     }

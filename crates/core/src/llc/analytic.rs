@@ -476,9 +476,12 @@ impl AnalyticProblem {
     /// The same data at another point `w*` (polynomial and linear models: the values of
     /// `w1 … wd`), e.g. a polynomial at `w* = (0, c)`, where only some directions are singular.
     pub fn at(self, wstar: &[f64]) -> Result<AnalyticProblem, LlcError> {
+        if self.kind == Kind::ReducedRank {
+            return Err(LlcError::InvalidConfig("the RRR's w* is where its training ends; it cannot be moved".into()));
+        }
         let d = self.wstar[0].elem_count();
-        if self.kind == Kind::ReducedRank || wstar.len() != d {
-            return Err(LlcError::InvalidConfig(format!("w* must be {d} numbers for this model, and the RRR's w* is where its training ends")));
+        if wstar.len() != d {
+            return Err(LlcError::InvalidConfig(format!("w* must be {d} numbers for this model, got {}", wstar.len())));
         }
         let wstar = vec![Tensor::from_vec(wstar.to_vec(), d, &Device::Cpu)?];
         Ok(AnalyticProblem { wstar, ..self })

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::settings::SettingsSource;
 use crate::ckpt::{self, Checkpoint};
 use crate::llc::restrict::{glob_match, Restriction};
+use crate::llc::SgldConfig;
 
 /// A checkpoint step as `llc.steps` and `--steps` name it: a step number, or `last` (the run's
 /// last checkpoint, `train.steps` once training has finished).
@@ -146,7 +147,8 @@ impl Selection {
         for input in inputs {
             if !input.is_dir() {
                 for path in ckpt::expand_inputs(std::slice::from_ref(input))? {
-                    let groups = checked_groups(&ckpt::load(&path)?, settings)?;
+                    let c = ckpt::load(&path)?;
+                    let groups = checked_groups(&c, &settings.for_checkpoint(&c)?)?;
                     jobs.push(Job { path, groups });
                 }
                 continue;
@@ -156,7 +158,8 @@ impl Selection {
                 bail!("{}: no checkpoints (expected files named step_NNNNNNN.safetensors)", input.display());
             };
             let first = ckpt::load(first_path)?;
-            let groups = checked_groups(&first, settings)?;
+            let s = settings.for_checkpoint(&first)?;
+            let groups = checked_groups(&first, &s)?;
             let last = found.len() - 1;
             let all = |path: &PathBuf| Job { path: path.clone(), groups: groups.clone() };
             if self.given() {
@@ -173,7 +176,6 @@ impl Selection {
                 jobs.extend(found.iter().enumerate().filter(|(i, (s, _))| wanted(*i, *s)).map(|(_, (_, p))| all(p)));
                 continue;
             }
-            let s = settings.for_checkpoint(&first)?;
             let Some(steps) = &s.steps else {
                 jobs.extend(found.iter().map(|(_, p)| all(p)));
                 continue;
@@ -214,11 +216,10 @@ fn resolve(w: CheckpointStep, found: &[(u64, PathBuf)]) -> Option<u64> {
     }
 }
 
-/// The groups of `ckpt`'s settings, each checked against its tensors.
-fn checked_groups(ckpt: &Checkpoint, settings: &SettingsSource) -> Result<Vec<Restriction>> {
-    let groups = settings.for_checkpoint(ckpt)?.restrict;
-    for g in &groups {
+/// The groups of `settings` (the checkpoint's), each checked against `ckpt`'s tensors.
+fn checked_groups(ckpt: &Checkpoint, settings: &SgldConfig) -> Result<Vec<Restriction>> {
+    for g in &settings.restrict {
         g.select(ckpt.params.iter().map(|(n, _)| n.as_str())).map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.path.display()))?;
     }
-    Ok(groups)
+    Ok(settings.restrict.clone())
 }
