@@ -76,8 +76,8 @@ pub struct SgldConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<CheckpointStep>>,
     /// Run ids (globs) also estimated at every other checkpoint, for the first group of
-    /// `restrict` only: LLC trajectories for a few runs. Needs `steps` (without it every
-    /// checkpoint is estimated anyway).
+    /// `restrict` only: LLC trajectories for a few runs. Ignored without `steps` (every
+    /// checkpoint is estimated then anyway).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trajectory: Vec<String>,
 }

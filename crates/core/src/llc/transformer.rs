@@ -183,7 +183,8 @@ impl TransformerTarget {
     /// when a pattern of the group matches none of the model's tensors.
     pub fn restrict(mut self, group: &Restriction) -> Result<TransformerTarget> {
         let free: Vec<String> = group.select(self.params.iter().map(|(n, _)| n.as_str())).map_err(anyhow::Error::msg)?.into_iter().map(str::to_string).collect();
-        self.vars = free.iter().map(|n| self.params.get(n).cloned().expect("selected among the params")).collect();
+        // `select` keeps the params' (name) order, which is the order the noise is drawn in.
+        self.vars = self.params.iter().filter(|(n, _)| free.contains(n)).map(|(_, v)| v.clone()).collect();
         self.free = free;
         Ok(self)
     }
@@ -191,11 +192,6 @@ impl TransformerTarget {
     /// The names of the sampled tensors, in name order.
     pub fn free(&self) -> &[String] {
         &self.free
-    }
-
-    /// The number of weights of the whole model (sampled or not).
-    pub fn n_params_model(&self) -> usize {
-        self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
     /// The gradient mode in use.

@@ -187,8 +187,7 @@ pub fn estimate_checkpoint(ckpt: &Checkpoint, settings: &SgldConfig, settings_ha
 /// One checkpoint's estimate restricted to `group`, as its table rows.
 fn estimate_group(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restriction, settings: &SgldConfig, settings_hash: String, checkpoint_hash: String) -> Result<CheckpointLlc> {
     let est = estimate_restricted(ckpt, rows, group, settings)?;
-    let n_params_model = ckpt.params.iter().map(|(_, v)| v.elem_count()).sum();
-    let summary = SummaryRow::of(RowKey::of(ckpt), &group.name(), rows.used.as_str(), n_params_model, &est, settings_hash, checkpoint_hash);
+    let summary = SummaryRow::of(RowKey::of(ckpt), &group.name(), rows.used.as_str(), ckpt.model.n_params(), &est, settings_hash, checkpoint_hash);
     let trace = est
         .trace_rows()
         .map(|(chain, draw, loss)| TraceRow { chain: chain as i64, draw: draw as i64, loss })
