@@ -33,11 +33,18 @@ struct TickAxis {
     ticks: Vec<f64>,
     step: f64,
     log: bool,
+    /// Category names of a categorical axis (tick `i` is labelled `names[i]`).
+    names: Vec<String>,
 }
 
 impl TickAxis {
     fn new(lo: f64, hi: f64, ticks: Vec<f64>, step: f64, log: bool) -> TickAxis {
-        TickAxis { lo, hi, ticks, step, log }
+        TickAxis { lo, hi, ticks, step, log, names: Vec::new() }
+    }
+
+    fn named(mut self, names: &[String]) -> TickAxis {
+        self.names = names.to_vec();
+        self
     }
 }
 
@@ -65,6 +72,10 @@ impl Ranged for TickAxis {
 
 impl ValueFormatter<f64> for TickAxis {
     fn format_ext(&self, value: &f64) -> String {
+        let i = value.round();
+        if !self.names.is_empty() && (value - i).abs() < 1e-9 && i >= 0.0 && (i as usize) < self.names.len() {
+            return self.names[i as usize].clone();
+        }
         tick_label(*value, self.step, self.log)
     }
 }
@@ -218,7 +229,7 @@ fn chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result
                 Mark::Points { shape, size } => Sample::Marker(*shape, *size),
                 Mark::ErrorBars { shape, size, .. } => Sample::LineMarker(1, *shape, *size),
                 Mark::LinePoints { width, shape, size } => Sample::LineMarker(*width, *shape, *size),
-                Mark::Band { .. } => Sample::Band,
+                Mark::Band { .. } | Mark::Boxes { .. } => Sample::Band,
                 Mark::Stems { width } => Sample::Line(*width),
             };
             entries.push((l.clone(), s.color, sample));
@@ -246,6 +257,13 @@ fn chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result
                     if matches!(s.mark, Mark::ErrorBars { .. }) {
                         ys.extend(ty(y));
                     }
+                }
+                Mark::Boxes { low, high, half_width, .. } => {
+                    xs.extend(tx(s.points[i].0 - half_width));
+                    xs.extend(tx(s.points[i].0 + half_width));
+                    ys.extend(low.get(i).copied().and_then(ty));
+                    ys.extend(high.get(i).copied().and_then(ty));
+                    ys.extend(ty(y));
                 }
                 _ => {
                     if let Some(y) = ty(y) {
@@ -275,7 +293,10 @@ fn chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result
         .margin_right(18)
         .x_label_area_size(46)
         .y_label_area_size(70)
-        .build_cartesian_2d(TickAxis::new(xlo, xhi, xt, xstep, c.x.log), TickAxis::new(ylo, yhi, yt, ystep, c.y.log))
+        .build_cartesian_2d(
+            TickAxis::new(xlo, xhi, xt, xstep, c.x.log).named(&c.x.categories),
+            TickAxis::new(ylo, yhi, yt, ystep, c.y.log).named(&c.y.categories),
+        )
         .map_err(de)?;
     ch.configure_mesh()
         .x_desc(c.x.label.as_str())
@@ -361,6 +382,28 @@ fn chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result
                         if inside(&(x, y)) {
                             marker!(ch.plotting_area(), (x, y), *shape, *size, s.color)?;
                         }
+                    }
+                }
+            }
+            Mark::Boxes { lower, upper, low, high, half_width } => {
+                let st = line_style(s.color, 1);
+                let fill = rgb(s.color).mix(0.18).filled();
+                for (i, &(x, y)) in s.points.iter().enumerate() {
+                    let at = |v: Option<&f64>| v.copied().and_then(ty).map(|v| v.clamp(ylo, yhi));
+                    let (Some(l), Some(u), Some(lw), Some(hw), Some(m)) =
+                        (at(lower.get(i)), at(upper.get(i)), at(low.get(i)), at(high.get(i)), at(Some(&y)))
+                    else {
+                        continue;
+                    };
+                    let (Some(x0), Some(x1), Some(xc)) = (tx(x - half_width), tx(x + half_width), tx(x)) else { continue };
+                    let (x0, x1, xc) = (x0.clamp(xlo, xhi), x1.clamp(xlo, xhi), xc.clamp(xlo, xhi));
+                    let area = ch.plotting_area();
+                    area.draw(&Rectangle::new([(x0, l), (x1, u)], fill)).map_err(de)?;
+                    area.draw(&PathElement::new(vec![(x0, l), (x1, l), (x1, u), (x0, u), (x0, l)], st)).map_err(de)?;
+                    area.draw(&PathElement::new(vec![(x0, m), (x1, m)], line_style(s.color, 3))).map_err(de)?;
+                    for (from, to) in [(l, lw), (u, hw)] {
+                        area.draw(&PathElement::new(vec![(xc, from), (xc, to)], st)).map_err(de)?;
+                        area.draw(&(EmptyElement::at((xc, to)) + PathElement::new(vec![(-6, 0), (6, 0)], st))).map_err(de)?;
                     }
                 }
             }

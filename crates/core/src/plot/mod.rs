@@ -89,16 +89,24 @@ pub struct Axis {
     pub max: Option<f64>,
     /// Ticks only at whole numbers (a linear axis of counts or indices).
     pub integer: bool,
+    /// A categorical axis: category `i` sits at `x = i`, ticked and labelled with its name, and
+    /// the axis spans `[−0.5, n − 0.5]`. Empty for a numeric axis.
+    pub categories: Vec<String>,
 }
 
 impl Axis {
     /// A linear axis fitted to the data.
     pub fn linear(label: impl Into<String>) -> Axis {
-        Axis { label: label.into(), log: false, min: None, max: None, integer: false }
+        Axis { label: label.into(), log: false, min: None, max: None, integer: false, categories: Vec::new() }
     }
     /// A log axis fitted to the data.
     pub fn log(label: impl Into<String>) -> Axis {
-        Axis { label: label.into(), log: true, min: None, max: None, integer: false }
+        Axis { label: label.into(), log: true, min: None, max: None, integer: false, categories: Vec::new() }
+    }
+    /// A categorical axis (see [`Axis::categories`]).
+    pub fn categorical(label: impl Into<String>, names: Vec<String>) -> Axis {
+        let n = names.len().max(1) as f64;
+        Axis { categories: names, ..Axis::linear(label).range(-0.5, n - 0.5) }
     }
     /// Ticks at whole numbers only.
     pub fn integer(mut self) -> Axis {
@@ -180,6 +188,20 @@ pub enum Mark {
     Stems {
         /// Bar width (pixels).
         width: u32,
+    },
+    /// Box plots: at each point's `x`, a box from `lower[i]` to `upper[i]` (e.g. the hinges)
+    /// with a line at the point's `y` (the median) and whiskers out to `low[i]` and `high[i]`.
+    Boxes {
+        /// Bottom of each box.
+        lower: Vec<f64>,
+        /// Top of each box.
+        upper: Vec<f64>,
+        /// End of each lower whisker.
+        low: Vec<f64>,
+        /// End of each upper whisker.
+        high: Vec<f64>,
+        /// Half the box's width, in x data units.
+        half_width: f64,
     },
 }
 

@@ -105,3 +105,24 @@ fn renders_svg_and_png_deterministically() {
     assert_eq!(again.svg, r.svg);
     assert_eq!(again.png, r.png);
 }
+
+#[test]
+fn categorical_axis_and_boxes() {
+    let a = Axis::categorical("label", vec!["pizza".into(), "clock".into(), "unclear".into()]);
+    assert_eq!(axis_range(&a, [0.1, 1.9].into_iter()), (-0.5, 2.5));
+    assert_eq!(axis_ticks(&a, -0.5, 2.5).0, vec![0.0, 1.0, 2.0]);
+    let mut c = Chart::new("boxes", a, Axis::linear("LLC"));
+    c.series.push(Series::unlabelled(
+        palette(0),
+        Mark::Boxes { lower: vec![2.0, 4.0], upper: vec![3.0, 6.0], low: vec![1.0, 3.5], high: vec![3.5, 9.0], half_width: 0.3 },
+        vec![(0.0, 2.5), (1.0, 5.0)],
+    ));
+    c.series.push(Series::new("runs", palette(1), Mark::Points { shape: Shape::Circle, size: 3 }, vec![(0.1, 1.0), (1.9, 9.0)]));
+    let r = render(&Figure::new("categories", vec![Panel::Chart(c)], 1)).unwrap();
+    // The tick labels are the category names, not numbers.
+    for name in ["pizza", "clock", "unclear"] {
+        assert!(r.svg.contains(&format!(">\n{name}\n</text>")), "{name} missing");
+    }
+    assert!(!r.svg.contains(">\n0.5\n</text>") && r.svg.contains(">\n4\n</text>"));
+    assert_eq!(png_size(&r.png), (r.width, r.height));
+}

@@ -159,6 +159,9 @@ pub fn axis_range(axis: &Axis, values: impl Iterator<Item = f64>) -> (f64, f64) 
 
 /// Ticks of an axis over `[lo, hi]` (transformed units) and the step used for labelling.
 pub fn axis_ticks(axis: &Axis, lo: f64, hi: f64) -> (Vec<f64>, f64) {
+    if !axis.categories.is_empty() {
+        return ((0..axis.categories.len()).map(|i| i as f64).collect(), 1.0);
+    }
     let mut t = if axis.log { log_ticks(lo, hi) } else { nice_ticks(lo, hi, 6) };
     if axis.integer && !axis.log && (t.len() < 2 || t[1] - t[0] < 1.0) {
         t = (lo.ceil() as i64..=hi.floor() as i64).map(|k| k as f64).collect();
