@@ -39,6 +39,10 @@ struct Args {
     /// Checkpoints per run shown in the SGLD trace figures.
     #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Output")]
     traces_per_run: usize,
+    /// Compare Pizza against the other runs at the checkpoint of this step (default: each run's
+    /// last checkpoint).
+    #[arg(long, value_name = "STEP", help_heading = "Output")]
+    compare_step: Option<i64>,
 }
 
 fn run(args: Args) -> Result<()> {
@@ -57,6 +61,7 @@ fn run(args: Args) -> Result<()> {
         out,
         traces_per_run: args.traces_per_run,
         no_checkpoints: args.no_checkpoints,
+        compare_at: args.compare_step.map_or(report::compare::CompareAt::Last, report::compare::CompareAt::Step),
     };
     let o = report::run(&opts)?;
     for (what, why) in &o.skipped {
@@ -69,4 +74,9 @@ fn run(args: Args) -> Result<()> {
 fn main() -> ExitCode {
     cli::init_logging();
     cli::exit("report", run(Args::parse()))
+}
+
+#[test]
+fn every_flag_is_documented() {
+    cli::assert_documented(&<Args as clap::CommandFactory>::command());
 }

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::compare::{Arm, Comparison, Comparisons, PIZZA};
 use super::findings::num;
-use super::inputs::{CalibrationRow, Data, LlcRow, RunId, SymmetryRow, TraceRow};
+use super::inputs::{CalibrationRow, Data, LlcRow, RunId, SymmetryRow, TraceRow, WHOLE_MODEL};
 use super::summary::{self, grokking_step, RunCurves, RunSummary, GROK_THRESHOLD};
 use super::weights::{LogitTable, Spectrum};
+use crate::stats;
 use crate::plot::{alpha_color, palette, Axis, Chart, Color, Figure, Heatmap, Mark, Panel, Rule, Series, Shape};
 
 /// One figure to draw, with its file stem and caption.
@@ -519,7 +521,8 @@ pub fn traces(data: &Data, per_run: usize) -> Built {
     for t in &data.trace.rows {
         by.entry(t.run.clone()).or_default().entry(t.step).or_default().entry(t.chain).or_default().push(t);
     }
-    let est: BTreeMap<(String, i64), &LlcRow> = data.llc.rows.iter().map(|r| ((r.id.run.clone(), r.step), r)).collect();
+    let est: BTreeMap<(String, i64), &LlcRow> =
+        data.llc.rows.iter().filter(|r| r.whole_model()).map(|r| ((r.id.run.clone(), r.step), r)).collect();
     let mut out = Vec::new();
     for (run, steps) in by.iter().take(MAX_PER_RUN) {
         let all: Vec<i64> = steps.keys().copied().collect();
@@ -598,8 +601,15 @@ pub fn calibration(rows: &[CalibrationRow], missing: Option<String>) -> Built {
     }])
 }
 
-/// Item 9: the phase diagram over α (and width): gradient symmetry, distance irrelevance and
-/// the final LLC.
+/// Item 9: the phase diagram over α (and width), as the paper draws it (issue 15): at each
+/// run's last checkpoint the gradient symmetry and distance irrelevance, the share of runs per
+/// label, and the whole-model LLC (at the last estimate, and at step 0 where estimated; flagged
+/// estimates left out). A cell of the grid is one (α, width); its runs are the seeds.
+///
+/// Two figures: lines against α (every run a point, the mean over seeds a line, one colour per
+/// width; the label shares as one line per label at a single width, or the Pizza share per width
+/// at several), and, with several widths, heatmaps over α × width of the means and of each
+/// label's share.
 pub fn phase_diagram(runs: &[RunSummary]) -> Built {
     let mut alphas: Vec<f64> = runs
         .iter()
@@ -614,12 +624,26 @@ pub fn phase_diagram(runs: &[RunSummary]) -> Built {
     let mut widths: Vec<i64> = runs.iter().map(|s| s.id.d_model).filter(|d| *d > 0).collect();
     widths.sort();
     widths.dedup();
+    let in_cell = |w: i64, a: f64| runs.iter().filter(move |s| s.id.d_model == w && s.id.alpha.to_bits() == a.to_bits());
+    let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     type Get = fn(&RunSummary) -> Option<f64>;
-    let measures: [(&str, &str, Get); 3] = [
-        ("gradient symmetry", "gradient symmetry (final)", |s| s.gradient_symmetry),
-        ("distance irrelevance", "distance irrelevance (final)", |s| s.distance_irrelevance),
-        ("LLC", "LLC estimate λ (final)", |s| s.llc_end.map(|e| e.mean)),
+    let measures: [(&str, &str, Get); 4] = [
+        ("gradient symmetry", "gradient symmetry (last checkpoint)", |s| s.gradient_symmetry),
+        ("distance irrelevance", "distance irrelevance (last checkpoint)", |s| s.distance_irrelevance),
+        ("LLC, last estimate", "whole-model LLC λ (last estimate)", |s| s.llc_end.and_then(|e| e.healthy_mean())),
+        ("LLC, step 0", "whole-model LLC λ (step 0)", |s| s.llc_step0.and_then(|e| e.healthy_mean())),
     ];
+    let labels = label_order(runs.iter().filter_map(|s| s.solution.clone()));
+    // Share of the labelled runs of a cell that carry `label` (NaN: no labelled run).
+    let share = |w: i64, a: f64, label: &str| {
+        let labelled: Vec<&str> = in_cell(w, a).filter_map(|s| s.solution.as_deref()).collect();
+        if labelled.is_empty() {
+            f64::NAN
+        } else {
+            labelled.iter().filter(|l| **l == label).count() as f64 / labelled.len() as f64
+        }
+    };
+
     let mut panels = Vec::new();
     let mut absent = Vec::new();
     for (title, ylabel, get) in measures {
@@ -638,58 +662,285 @@ pub fn phase_diagram(runs: &[RunSummary]) -> Built {
             if pts.is_empty() {
                 continue;
             }
-            let means: Vec<(f64, f64)> = by_alpha(pts.iter().copied())
-                .into_iter()
-                .map(|(a, v)| (a, v.iter().sum::<f64>() / v.len() as f64))
-                .collect();
+            let means: Vec<(f64, f64)> = by_alpha(pts.iter().copied()).into_iter().map(|(a, v)| (a, mean(&v))).collect();
             let color = palette(wi);
             ch.series.push(Series::new(format!("d_model {w}: runs"), color, Mark::Points { shape: Shape::Circle, size: 3 }, pts));
             ch.series.push(Series::new(format!("d_model {w}: mean"), color, Mark::LinePoints { width: 2, shape: Shape::Square, size: 4 }, means));
         }
         panels.push(Panel::Chart(ch));
     }
-    let note = if absent.is_empty() { String::new() } else { format!(" No data for: {}.", absent.join(", ")) };
+    if !labels.is_empty() {
+        let y = Axis::linear("share of the cell's runs").range(0.0, 1.02);
+        let line = |label: String, color: Color, w: i64| {
+            let pts: Vec<(f64, f64)> = alphas.iter().map(|&a| (a, share(w, a, &label))).filter(|p| p.1.is_finite()).collect();
+            Series::new(label, color, Mark::LinePoints { width: 2, shape: Shape::Circle, size: 3 }, pts)
+        };
+        if widths.len() == 1 {
+            let mut ch = Chart::new("share of runs per label", Axis::linear("attention rate α"), y);
+            ch.series = labels.iter().map(|l| line(l.clone(), label_color(l), widths[0])).collect();
+            panels.push(Panel::Chart(ch));
+        } else if labels.iter().any(|l| l == PIZZA) {
+            let mut ch = Chart::new("share of runs labelled pizza", Axis::linear("attention rate α"), y);
+            for (wi, w) in widths.iter().enumerate() {
+                let mut s = line(PIZZA.to_string(), palette(wi), *w);
+                s.label = Some(format!("d_model {w}"));
+                ch.series.push(s);
+            }
+            panels.push(Panel::Chart(ch));
+        }
+    }
+    let flagged = runs.iter().filter(|s| s.llc_end.is_some_and(|e| !e.healthy) || s.llc_step0.is_some_and(|e| !e.healthy)).count();
+    let mut note = String::new();
+    if !absent.is_empty() {
+        note.push_str(&format!(" No data for: {}.", absent.join(", ")));
+    }
+    if flagged > 0 {
+        note.push_str(&format!(" {flagged} runs have a flagged LLC estimate there, left out of the LLC panels."));
+    }
+    let seeds: Vec<usize> =
+        widths.iter().flat_map(|&w| alphas.iter().map(move |&a| (w, a))).map(|(w, a)| in_cell(w, a).count()).filter(|&n| n > 0).collect();
+    let (lo, hi) = (seeds.iter().min().copied().unwrap_or(0), seeds.iter().max().copied().unwrap_or(0));
+    let per_cell = if lo == hi { format!("{lo}") } else { format!("{lo}–{hi}") };
     let mut out = vec![FigureSpec {
         stem: "phase_diagram_alpha".into(),
         caption: format!(
-            "Phase diagram over α: final gradient symmetry, distance irrelevance and LLC of every run (small points) and their mean over seeds (line), one colour per width.{note}"
+            "Phase diagram over α: gradient symmetry and distance irrelevance at each run's last checkpoint, and the whole-model LLC at its last estimate and at step 0, for every run (small points) with the mean over seeds (line), one colour per width; the label panel shows the share of each cell's runs (its seeds: {per_cell} per cell) with each label at the last checkpoint.{note}"
         ),
         figure: Figure::new("Phase diagram over attention rate α", panels, 3),
     }];
     if widths.len() >= 2 {
-        let mut panels = Vec::new();
-        for (title, _, get) in measures {
-            let mut values = Vec::with_capacity(alphas.len() * widths.len());
-            for w in &widths {
-                for a in &alphas {
-                    let v: Vec<f64> = runs
-                        .iter()
-                        .filter(|s| s.id.d_model == *w && s.id.alpha.to_bits() == a.to_bits())
-                        .filter_map(get)
-                        .filter(|v| v.is_finite())
-                        .collect();
-                    values.push(if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 });
-                }
-            }
-            if values.iter().all(|v| !v.is_finite()) {
-                continue;
-            }
-            panels.push(Panel::Heatmap(Heatmap {
-                title: format!("{title}, mean over seeds"),
+        let grid = |value: &dyn Fn(i64, f64) -> f64| -> Vec<f64> {
+            widths.iter().flat_map(|&w| alphas.iter().map(move |&a| (w, a))).map(|(w, a)| value(w, a)).collect()
+        };
+        let annotate = alphas.len() * widths.len() <= 80;
+        let heat = |title: String, values: Vec<f64>, bar: &str| {
+            Panel::Heatmap(Heatmap {
+                title,
                 x: Axis::linear("attention rate α"),
                 y: Axis::log("width d_model (log scale)"),
                 x_centres: alphas.clone(),
                 y_centres: widths.iter().map(|&w| w as f64).collect(),
                 values,
-                colorbar_label: title.to_string(),
-                annotate: alphas.len() * widths.len() <= 80,
-            }));
+                colorbar_label: bar.to_string(),
+                annotate,
+            })
+        };
+        let mut panels = Vec::new();
+        for (title, _, get) in measures {
+            let values = grid(&|w, a| mean(&in_cell(w, a).filter_map(get).filter(|v| v.is_finite()).collect::<Vec<_>>()));
+            if values.iter().any(|v| v.is_finite()) {
+                panels.push(heat(format!("{title}, mean over seeds"), values, title));
+            }
+        }
+        for l in &labels {
+            panels.push(heat(format!("share of runs labelled {l}"), grid(&|w, a| share(w, a, l)), &format!("share {l}")));
         }
         out.push(FigureSpec {
             stem: "phase_diagram_alpha_width".into(),
-            caption: "Phase diagram over α and width: mean over seeds of the final gradient symmetry, distance irrelevance and LLC (grey: no run).".into(),
+            caption: format!(
+                "Phase diagram over α and width: mean over the seeds of each cell ({per_cell} per cell) of the gradient symmetry, distance irrelevance and whole-model LLC, and the share of the cell's runs with each label (grey: no run).{note}"
+            ),
             figure: Figure::new("Phase diagram over α and width", panels, 3),
         });
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison at a fixed α (issue 14; data from `super::compare`).
+
+/// The colour of a solution label: Pizza blue and Clock red (as α's colours), the rest neutral.
+pub fn label_color(label: &str) -> Color {
+    match label {
+        "pizza" => palette(0),
+        "clock" => palette(3),
+        "unclear" => palette(4),
+        "non-circular" => palette(7),
+        _ => palette(1),
+    }
+}
+
+/// Labels in page order: pizza, clock, non-circular, unclear, then any other by name; each once.
+pub fn label_order(labels: impl Iterator<Item = String>) -> Vec<String> {
+    let rank = |l: &str| ["pizza", "clock", "non-circular", "unclear"].iter().position(|k| *k == l).unwrap_or(4);
+    let mut v: Vec<String> = labels.collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    v.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    v
+}
+
+/// Tukey's hinges and median of a sample: `(lower hinge, median, upper hinge)`, the hinges the
+/// medians of the lower and upper halves (each including the median for odd n). NaN if empty.
+pub fn hinges(x: &[f64]) -> (f64, f64, f64) {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let lower = stats::summary(&v[..n.div_ceil(2)]).median;
+    let upper = stats::summary(&v[n / 2..]).median;
+    (lower, stats::summary(&v).median, upper)
+}
+
+/// Estimates along training a run needs to appear in the LLC-along-training figure.
+pub const MIN_ALONG: usize = 4;
+
+/// A sideways offset in [−0.2, 0.2] for the `i`-th point of a category (golden-ratio spacing:
+/// spread out, deterministic).
+fn jitter(i: usize) -> f64 {
+    ((i as f64 * 0.618_033_988_75).fract() - 0.5) * 0.4
+}
+
+/// The LLC by label at one checkpoint of one group: a box per label (hinges, whiskers to the
+/// extremes) with every run as a point over it.
+fn by_label_panel(c: &Comparison, labels: &[String]) -> Panel {
+    let mut ch = Chart::new(
+        format!("{}, {}", group_title(&c.group), c.at.name()),
+        Axis::categorical("label at the compared checkpoint", labels.to_vec()),
+        Axis::linear("LLC estimate λ"),
+    );
+    for (i, l) in labels.iter().enumerate() {
+        let v: Vec<f64> = c.points.iter().filter(|p| &p.label == l).map(|p| p.llc).collect();
+        if v.is_empty() {
+            continue;
+        }
+        let (q1, med, q3) = hinges(&v);
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let x = i as f64;
+        ch.series.push(Series::unlabelled(
+            label_color(l),
+            Mark::Boxes { lower: vec![q1], upper: vec![q3], low: vec![lo], high: vec![hi], half_width: 0.3 },
+            vec![(x, med)],
+        ));
+        let pts = v.iter().enumerate().map(|(k, &y)| (x + jitter(k), y)).collect();
+        ch.series.push(Series::new(format!("{l} (n = {})", v.len()), label_color(l), Mark::Points { shape: Shape::Circle, size: 3 }, pts));
+    }
+    Panel::Chart(ch)
+}
+
+fn group_title(group: &str) -> String {
+    if group == WHOLE_MODEL {
+        "whole model".to_string()
+    } else {
+        format!("group {group}")
+    }
+}
+
+/// The figures of the comparison, three per arm: the LLC by label at step 0 and at the compared
+/// checkpoint, the LLC against gradient symmetry, and the LLC along training per label. Notes
+/// say what could not be drawn.
+pub fn comparison(cmp: &Comparisons, data: &Data) -> (Vec<FigureSpec>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for arm in &cmp.arms {
+        let name = arm.cell.describe(&cmp.cells);
+        if arm.groups.is_empty() {
+            notes.push(format!("No comparison figures for {name}: none of its runs has an LLC estimate."));
+            continue;
+        }
+        let stem = slug(&arm.cell.stem(&cmp.cells));
+        let labels = label_order(arm.runs.iter().filter(|r| r.settled()).map(|r| r.label.clone()));
+        let has_init = arm.groups.iter().any(|g| g.init.is_some());
+        let mut panels = Vec::new();
+        for g in &arm.groups {
+            if let Some(i) = &g.init {
+                panels.push(by_label_panel(i, &labels));
+            } else if has_init {
+                // Keeps the rows aligned: step 0 left, the compared checkpoint right.
+                let title = format!("{}, step 0", group_title(&g.compared.group));
+                panels.push(Panel::Chart(Chart::new(title, Axis::categorical("label", labels.clone()), Axis::linear("LLC estimate λ"))));
+            }
+            panels.push(by_label_panel(&g.compared, &labels));
+        }
+        out.push(FigureSpec {
+            stem: format!("compare_llc_by_label_{stem}"),
+            caption: format!(
+                "LLC by label at {name}: each settled run with a healthy estimate as a point over a box (median, Tukey's hinges, whiskers to the extremes); {}one row per parameter group. Labels are those of the compared checkpoint ({}).",
+                if has_init { "left: step 0 (the control), right: the compared checkpoint; " } else { "" },
+                arm.steps_text()
+            ),
+            figure: Figure::new(format!("LLC by label: {name}"), panels, if has_init { 2 } else { 3 }),
+        });
+
+        let panels = arm
+            .groups
+            .iter()
+            .map(|g| {
+                let c = &g.compared;
+                let mut ch = Chart::new(group_title(&c.group), Axis::linear("gradient symmetry (compared checkpoint)"), Axis::linear("LLC estimate λ"));
+                for l in &labels {
+                    let pts: Vec<(f64, f64)> = c.points.iter().filter(|p| &p.label == l).map(|p| (p.gradient_symmetry, p.llc)).collect();
+                    if !pts.is_empty() {
+                        ch.series.push(Series::new(l.clone(), label_color(l), Mark::Points { shape: Shape::Circle, size: 4 }, pts));
+                    }
+                }
+                Panel::Chart(ch)
+            })
+            .collect();
+        out.push(FigureSpec {
+            stem: format!("compare_llc_vs_gs_{stem}"),
+            caption: format!(
+                "LLC against gradient symmetry at the compared checkpoint ({}) of every settled run of {name} with a healthy estimate, coloured by label, one panel per parameter group. The table above gives Spearman's ρ for each panel.",
+                arm.steps_text()
+            ),
+            figure: Figure::new(format!("LLC against gradient symmetry: {name}"), panels, 3),
+        });
+
+        match along(arm, data, &labels) {
+            Ok(panels) => out.push(FigureSpec {
+                stem: format!("compare_llc_along_{stem}"),
+                caption: format!(
+                    "LLC along training of the settled runs of {name} with at least {MIN_ALONG} healthy estimates, per label: the median over runs at each checkpoint (line) and Tukey's hinges (band), one panel per parameter group. {LOG_NOTE}"
+                ),
+                figure: Figure::new(format!("LLC along training by label: {name}"), panels, 3),
+            }),
+            Err(why) => notes.push(format!("No LLC-along-training figure for {name}: {why}.")),
+        }
+    }
+    (out, notes)
+}
+
+/// The panels of the LLC-along-training figure of one arm.
+fn along(arm: &Arm, data: &Data, labels: &[String]) -> Result<Vec<Panel>, String> {
+    let label_of: BTreeMap<&str, &str> =
+        arm.runs.iter().filter(|r| r.settled()).map(|r| (r.id.run.as_str(), r.label.as_str())).collect();
+    // group → run → healthy estimates by step.
+    let mut by: BTreeMap<&str, BTreeMap<&str, Vec<&LlcRow>>> = BTreeMap::new();
+    for r in data.llc.rows.iter().filter(|r| r.healthy() && label_of.contains_key(r.id.run.as_str())) {
+        by.entry(r.restriction.as_str()).or_default().entry(r.id.run.as_str()).or_default().push(r);
+    }
+    let mut panels = Vec::new();
+    for g in arm.groups.iter().map(|g| g.compared.group.as_str()) {
+        let Some(runs) = by.get(g) else { continue };
+        let mut ch = Chart::new(group_title(g), step_axis(None), Axis::linear("LLC estimate λ (median, hinges over runs)"));
+        for l in labels {
+            let mut at: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+            let mut n = 0;
+            for est in runs.iter().filter(|(run, est)| label_of[**run] == l.as_str() && est.len() >= MIN_ALONG).map(|(_, e)| e) {
+                n += 1;
+                for e in est {
+                    at.entry(e.step).or_default().push(e.mean);
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            let h: Vec<(f64, (f64, f64, f64))> = at.iter().map(|(s, v)| (*s as f64, hinges(v))).collect();
+            ch.series.push(Series::unlabelled(
+                label_color(l),
+                Mark::Band { lower: h.iter().map(|p| p.1 .0).collect(), upper: h.iter().map(|p| p.1 .2).collect() },
+                h.iter().map(|p| (p.0, p.1 .1)).collect(),
+            ));
+            ch.series.push(Series::new(
+                format!("{l} ({n} runs)"),
+                label_color(l),
+                Mark::LinePoints { width: 2, shape: Shape::Circle, size: 3 },
+                h.iter().map(|p| (p.0, p.1 .1)).collect(),
+            ));
+        }
+        if !ch.series.is_empty() {
+            panels.push(Panel::Chart(ch));
+        }
+    }
+    if panels.is_empty() {
+        return Err(format!("no settled run has healthy LLC estimates at {MIN_ALONG} or more checkpoints"));
+    }
+    Ok(panels)
 }

@@ -3,8 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::compare::{self, Arm, Cell, Comparison, Comparisons, GroupResult, DETECTABLE, LATE_FRACTION};
+use super::html::Item;
+use super::inputs::WHOLE_MODEL;
 use super::summary::{RunSummary, GROK_THRESHOLD};
 use crate::plot::fmt_sig;
+use crate::stats;
 
 /// One finding: a short title and a sentence with the numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,17 +58,6 @@ fn key(s: &RunSummary) -> (i64, i64, u64, u64, i64) {
     (s.id.p, s.id.d_model, s.id.weight_decay.to_bits(), s.id.train_frac.to_bits(), s.id.seed)
 }
 
-/// Mean and sample standard deviation (n − 1; NaN for fewer than two values).
-pub fn mean_std(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    if x.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = x.iter().sum::<f64>() / n;
-    let s = if x.len() < 2 { f64::NAN } else { (x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() };
-    (m, s)
-}
-
 /// Pairs runs that differ only in α (smallest against largest α among runs with a final LLC).
 /// `None` when fewer than two α values have an LLC, or no seed has both.
 pub fn paired_final_llc(runs: &[RunSummary]) -> Option<PairedLlc> {
@@ -96,7 +89,8 @@ pub fn paired_final_llc(runs: &[RunSummary]) -> Option<PairedLlc> {
     }
     pairs.sort_by_key(|p| (p.d_model, p.seed));
     let diffs: Vec<f64> = pairs.iter().map(|p| p.llc_hi - p.llc_lo).collect();
-    let (mean_diff, std_diff) = mean_std(&diffs);
+    let d = stats::summary(&diffs);
+    let (mean_diff, std_diff) = (d.mean, d.sd);
     Some(PairedLlc {
         alpha_lo,
         alpha_hi,
@@ -201,11 +195,11 @@ pub fn findings(runs: &[RunSummary]) -> Vec<Finding> {
         let parts: Vec<String> = by_sol
             .iter()
             .map(|(k, v)| {
-                let (m, sd) = mean_std(v);
+                let sm = stats::summary(v);
                 if v.len() >= 2 {
-                    format!("{k}: mean {} (std {}, {} runs)", num(m), num(sd), v.len())
+                    format!("{k}: mean {} (std {}, {} runs)", num(sm.mean), num(sm.sd), v.len())
                 } else {
-                    format!("{k}: {} (1 run)", num(m))
+                    format!("{k}: {} (1 run)", num(sm.mean))
                 }
             })
             .collect();
@@ -227,7 +221,7 @@ pub fn findings(runs: &[RunSummary]) -> Vec<Finding> {
         }
         let parts: Vec<String> = steps_by_alpha
             .values()
-            .map(|(a, v)| format!("α = {}: mean step {} ({} runs)", alpha_text(*a), num(mean_std(v).0), v.len()))
+            .map(|(a, v)| format!("α = {}: mean step {} ({} runs)", alpha_text(*a), num(stats::summary(v).mean), v.len()))
             .collect();
         let tail = if parts.is_empty() { String::new() } else { format!(" Grokking step {}.", parts.join("; ")) };
         out.push(Finding { title, text: format!("{grokked} of {} runs grokked.{tail}", with_val.len()) });
@@ -274,4 +268,264 @@ fn order_key(x: f64) -> u64 {
     } else {
         b | (1 << 63)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison at a fixed α (`super::compare`): one sentence per arm, the notes and the tables.
+
+/// A p-value or correlation for prose: 2 significant digits, `n/a` when undefined.
+pub fn p_text(p: f64) -> String {
+    if p.is_finite() {
+        fmt_sig(p, 2)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// `14.2 [8.1, 20.3]`, with the count of undefined resamples when there are any.
+pub fn interval_text(i: &stats::Interval, sig: usize) -> String {
+    let f = |x: f64| if x.is_finite() { fmt_sig(x, sig) } else { "n/a".into() };
+    let mut s = format!("{} [{}, {}]", f(i.estimate), f(i.low), f(i.high));
+    if i.undefined > 0 && i.estimate.is_finite() {
+        s.push_str(&format!(" ({} of {} resamples undefined)", i.undefined, i.resamples));
+    }
+    s
+}
+
+/// `12.3 ± 1.2 (median 12)`; `–` for an empty sample.
+pub fn summary_text(s: &stats::Summary) -> String {
+    match s.n {
+        0 => "–".into(),
+        1 => num(s.mean),
+        _ => format!("{} ± {} (median {})", num(s.mean), num(s.sd), num(s.median)),
+    }
+}
+
+fn group_phrase(group: &str) -> String {
+    if group == WHOLE_MODEL {
+        "whole-model LLC".into()
+    } else {
+        format!("LLC restricted to `{group}`")
+    }
+}
+
+/// The difference in words: `12 % higher (difference 14.2 [8.1, 20.3], Mann–Whitney p = 0.003,
+/// r = 0.62)`, or that there is none detectable.
+fn difference_clause(c: &Comparison, other: &str) -> String {
+    let numbers = format!(
+        "difference {}, Mann–Whitney p = {}, r = {}",
+        interval_text(&c.diff, 3),
+        p_text(c.mann_whitney.p),
+        p_text(c.mann_whitney.rank_biserial)
+    );
+    let what = group_phrase(&c.group);
+    if c.detectable() {
+        let rel = 100.0 * (c.pizza.mean - c.other.mean) / c.other.mean.abs();
+        let dir = if c.pizza.mean > c.other.mean { "higher" } else { "lower" };
+        let pct = if rel.is_finite() { format!("{} % {dir}", fmt_sig(rel.abs(), 2)) } else { dir.to_string() };
+        format!("the {what} of Pizza runs is {pct} than that of the {other} runs ({numbers})")
+    } else {
+        format!("there is no detectable difference in the {what} between Pizza and {other} runs ({numbers})")
+    }
+}
+
+/// The finding of one arm, one sentence with its numbers.
+pub fn arm_finding(arm: &Arm, cells: &[Cell]) -> Finding {
+    let name = arm.cell.describe(cells);
+    let other = arm.sides.other();
+    let title = format!("Pizza against {} at {name}", if other == "clock" { "Clock" } else { "the other solutions" });
+    let Some(h) = arm.headline() else {
+        return Finding { title, text: format!("At {name} no run of the arm has an LLC estimate.") };
+    };
+    let c = &h.compared;
+    let mut text = format!("At {name} (n = {} pizza, {} {other}; {}): {}", c.pizza.n, c.other.n, arm.steps_text(), difference_clause(c, other));
+    match &h.init {
+        Some(i) if i.detectable() => text.push_str(&format!(
+            "; at step 0 the difference is already detectable (difference {}, p = {}), so it is not the solution's alone",
+            interval_text(&i.diff, 3),
+            p_text(i.mann_whitney.p)
+        )),
+        Some(i) => text.push_str(&format!("; at step 0 there is no detectable difference (p = {})", p_text(i.mann_whitney.p))),
+        None => text.push_str("; there is no step-0 estimate to control with"),
+    }
+    let rest: Vec<&GroupResult> = arm.groups.iter().filter(|g| g.compared.group != c.group).collect();
+    if !rest.is_empty() {
+        let (yes, no): (Vec<&GroupResult>, Vec<&GroupResult>) = rest.into_iter().partition(|g| g.compared.detectable());
+        let names = |v: &[&GroupResult]| v.iter().map(|g| format!("`{}`", g.compared.group)).collect::<Vec<_>>().join(", ");
+        if yes.is_empty() {
+            text.push_str(&format!("; no parameter group ({}) differs detectably", names(&no)));
+        } else {
+            let listed: Vec<String> = yes
+                .iter()
+                .map(|g| {
+                    let k = &g.compared;
+                    let dir = if k.pizza.mean > k.other.mean { "Pizza higher" } else { "Pizza lower" };
+                    let control = match &g.init {
+                        Some(i) if i.detectable() => format!("; also at step 0, p = {}", p_text(i.mann_whitney.p)),
+                        _ => String::new(),
+                    };
+                    format!("`{}` ({dir}, p = {}, r = {}{control})", k.group, p_text(k.mann_whitney.p), p_text(k.mann_whitney.rank_biserial))
+                })
+                .collect();
+            text.push_str(&format!("; of the parameter groups {} differ{} detectably", listed.join(", "), if yes.len() == 1 { "s" } else { "" }));
+            if !no.is_empty() {
+                text.push_str(&format!(" and {} do{} not", names(&no), if no.len() == 1 { "es" } else { "" }));
+            }
+        }
+    }
+    text.push_str(&format!(
+        "; over the arm's {} runs ρ(LLC, gradient symmetry) = {} and ρ(LLC, distance irrelevance) = {}.",
+        c.points.len(),
+        interval_text(&c.rho_gs, 2),
+        interval_text(&c.rho_di, 2)
+    ));
+    Finding { title, text }
+}
+
+/// The comparison's findings: one per arm, or one line saying there is no arm.
+pub fn comparison_findings(cmp: &Comparisons, have_symmetry: bool) -> Vec<Finding> {
+    if !cmp.arms.is_empty() {
+        return cmp.arms.iter().map(|a| arm_finding(a, &cmp.cells)).collect();
+    }
+    let title = "Pizza against other solutions at a fixed α".to_string();
+    if !have_symmetry {
+        return vec![Finding { title, text: "Not available: no symmetry table, so no run is labelled.".into() }];
+    }
+    vec![Finding { title, text: no_arm_text(cmp) }]
+}
+
+/// Why there is no arm, in one line.
+pub fn no_arm_text(cmp: &Comparisons) -> String {
+    let mut text = format!(
+        "No arm with enough runs: no cell of runs that differ only in the seed has settled Pizza and other runs in numbers a two-sided Mann–Whitney test could tell apart at p < {DETECTABLE} (at least 4 against 4, or 3 against 5)."
+    );
+    if let Some(small) = small_cells_text(cmp) {
+        text.push(' ');
+        text.push_str(&small);
+    }
+    text
+}
+
+/// The mixed cells too small to test, or `None`.
+fn small_cells_text(cmp: &Comparisons) -> Option<String> {
+    if cmp.small.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = cmp
+        .small
+        .iter()
+        .map(|s| {
+            let u = if s.unsettled > 0 { format!(", {} unsettled", s.unsettled) } else { String::new() };
+            format!("{} ({}{u})", s.cell.describe(&cmp.cells), counts_text(&s.counts).join(", "))
+        })
+        .collect();
+    Some(format!("Cells with several labels but too few settled runs to test: {}.", compare::named(&list, 5)))
+}
+
+/// One note per arm: its runs, the side rule, and who was left out as unsettled and why.
+pub fn comparison_notes(cmp: &Comparisons) -> Vec<String> {
+    let mut notes = Vec::new();
+    for arm in &cmp.arms {
+        let all: Vec<String> = counts_text(&super::compare::label_counts(arm.runs.iter()));
+        let settled = arm.runs.iter().filter(|r| r.settled()).count();
+        let label_checked = arm.runs.iter().filter(|r| r.settling.label_checkpoints >= 2).count();
+        let llc_checked = arm.runs.iter().filter(|r| r.settling.llc_change.is_some()).count();
+        let mut n = format!(
+            "{}: {} labelled runs ({}), compared at {}; sides: {}. Settled: {settled} of {}; the label was checked on {label_checked} runs (two or more symmetry checkpoints in the last {} % of training), the LLC on {llc_checked} (a healthy whole-model estimate within a fifth of training of the 80 % point).",
+            arm.cell.describe(&cmp.cells),
+            arm.runs.len(),
+            all.join(", "),
+            arm.steps_text(),
+            arm.sides.describe(),
+            arm.runs.len(),
+            (100.0 * LATE_FRACTION).round()
+        );
+        if let Some(u) = compare::unsettled_text(arm, 8) {
+            n.push_str(&format!(" Left out as not settled: {u}."));
+        }
+        notes.push(n);
+    }
+    notes.extend(small_cells_text(cmp));
+    if !cmp.unlabelled.is_empty() {
+        notes.push(format!(
+            "{} runs have no symmetry measures at their compared checkpoint, so no label, and are in no arm: {}.",
+            cmp.unlabelled.len(),
+            compare::named(&cmp.unlabelled, 8)
+        ));
+    }
+    notes
+}
+
+fn counts_text(c: &BTreeMap<String, usize>) -> Vec<String> {
+    c.iter().map(|(k, v)| format!("{k} {v}")).collect()
+}
+
+/// The reasons estimates were left out: `2 (flag_r_hat: a; no estimate at step 0: b)`.
+fn left_out_text(c: &Comparison) -> String {
+    if c.left_out.is_empty() {
+        return "0".into();
+    }
+    let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (run, why) in &c.left_out {
+        by.entry(why.as_str()).or_default().push(run.clone());
+    }
+    let parts: Vec<String> = by.iter().map(|(why, runs)| format!("{why}: {}", compare::named(runs, 3))).collect();
+    format!("{} ({})", c.left_out.len(), parts.join("; "))
+}
+
+/// The statistics table (one row per arm, group and checkpoint) and the covariate table.
+pub fn comparison_tables(cmp: &Comparisons) -> Vec<Item> {
+    let mut rows = Vec::new();
+    let mut cov = Vec::new();
+    for arm in &cmp.arms {
+        let name = arm.cell.describe(&cmp.cells);
+        let other = arm.sides.other();
+        for g in &arm.groups {
+            for c in std::iter::once(&g.compared).chain(&g.init) {
+                rows.push(vec![
+                    name.clone(),
+                    c.group.clone(),
+                    c.at.name().to_string(),
+                    format!("pizza {} vs {other} {}", c.pizza.n, c.other.n),
+                    summary_text(&c.pizza),
+                    summary_text(&c.other),
+                    interval_text(&c.diff, 3),
+                    p_text(c.mann_whitney.p),
+                    p_text(c.mann_whitney.rank_biserial),
+                    interval_text(&c.rho_gs, 2),
+                    interval_text(&c.rho_di, 2),
+                    left_out_text(c),
+                ]);
+            }
+        }
+        for c in &arm.covariates {
+            cov.push(vec![
+                name.clone(),
+                c.name.to_string(),
+                format!("pizza {} vs {other} {}", c.pizza.n, c.other.n),
+                summary_text(&c.pizza),
+                summary_text(&c.other),
+                p_text(c.mann_whitney.p),
+            ]);
+        }
+    }
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let tables = vec![
+        Item::Table {
+            caption: format!(
+                "LLC of Pizza against the other side, per arm, parameter group and checkpoint. Summaries: mean ± sd (median); difference: mean(pizza) − mean(other) with a percentile-bootstrap 95 % interval ({} resamples per side); Mann–Whitney: two-sided p and rank-biserial r (> 0: Pizza larger); ρ: Spearman over every run of the arm with a healthy estimate (all labels), with a paired-bootstrap 95 % interval. The p-values are per test, not corrected for the several groups.",
+                stats::BOOTSTRAP_RESAMPLES
+            ),
+            head: s(&["arm", "group", "checkpoint", "n", "pizza", "other", "difference [95 % CI]", "Mann–Whitney p", "r", "ρ(LLC, gradient symmetry)", "ρ(LLC, distance irrelevance)", "left out (unhealthy or missing)"]),
+            left: 4,
+            rows,
+        },
+        Item::Table {
+            caption: "Training loss and parameter norm at the compared checkpoint (the last training row of `metrics.parquet` at or before it), per side: where these differ as the LLC does, the LLC difference may be only a difference in them.".into(),
+            head: s(&["arm", "measure", "n", "pizza", "other", "Mann–Whitney p"]),
+            left: 3,
+            rows: cov,
+        },
+    ];
+    tables.into_iter().filter(|t| !matches!(t, Item::Table { rows, .. } if rows.is_empty())).collect()
 }

@@ -31,6 +31,17 @@ pub enum Item {
     },
     /// A remark (e.g. a checkpoint that could not be read).
     Note(String),
+    /// A table of numbers (cells are prose: backticks become code).
+    Table {
+        /// Caption, above the table.
+        caption: String,
+        /// Column headings.
+        head: Vec<String>,
+        /// The first `left` columns are text, aligned left; the rest are numbers.
+        left: usize,
+        /// Rows of cells, each as long as `head`.
+        rows: Vec<Vec<String>>,
+    },
 }
 
 /// One numbered section of the report.
@@ -115,7 +126,7 @@ body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;margin:0 auto;max-widt
 h1{font-size:1.6em;margin:.8em 0 .2em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 nav ol{columns:2;font-size:.95em}code{background:#f3f3f3;padding:0 3px;border-radius:3px}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #d0d0d0;padding:3px 7px;text-align:right;vertical-align:top}
-th{background:#f0f0f0}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
+th{background:#f0f0f0}td.l,th.l{text-align:left}caption{caption-side:top;text-align:left;font-size:.95em;color:#333;max-width:1000px;padding-bottom:4px}tr:nth-child(even) td{background:#fafafa}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}
 figcaption{font-size:.9em;color:#333;max-width:1000px}figcaption a{color:#555}
 .skip{background:#fff6e0;border-left:4px solid #e0a800;padding:6px 10px;font-size:.92em}
@@ -167,6 +178,23 @@ fn run_table(runs: &[RunSummary], out: &mut String) {
         out,
         "<p class=\"muted\">Grokking step: the first evaluated step from which validation accuracy stays ≥ {GROK_THRESHOLD} to the end of training. Accuracies and losses are those of the last step in <code>metrics.parquet</code>; the solution label, gradient symmetry and distance irrelevance are those of the last checkpoint in <code>symmetry.parquet</code>; LLC values are mean ± std over chains. Flags: <code>not grokked</code>, and LLC health flags as <code>flag@step</code>.</p>"
     );
+}
+
+fn table(caption: &str, head: &[String], left: usize, rows: &[Vec<String>], out: &mut String) {
+    let class = |i: usize| if i < left { " class=\"l\"" } else { "" };
+    let _ = write!(out, "<table>\n<caption>{}</caption>\n<thead><tr>", text(caption));
+    for (i, h) in head.iter().enumerate() {
+        let _ = write!(out, "<th{}>{}</th>", class(i), text(h));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for r in rows {
+        out.push_str("<tr>");
+        for (i, c) in r.iter().enumerate() {
+            let _ = write!(out, "<td{}>{}</td>", class(i), text(c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
 }
 
 /// Renders the page.
@@ -222,6 +250,7 @@ pub fn page(p: &Page) -> String {
                 Item::Note(n) => {
                     let _ = writeln!(out, "<p class=\"note\">{}</p>", text(n));
                 }
+                Item::Table { caption, head, left, rows } => table(caption, head, *left, rows, &mut out),
             }
         }
         out.push_str("</section>\n");

@@ -161,6 +161,8 @@ pub struct MetricRow {
     pub loss: f64,
     /// Accuracy.
     pub accuracy: f64,
+    /// L2 norm of all parameters.
+    pub param_norm: f64,
 }
 
 /// One checkpoint's Pizza/Clock measures.
@@ -208,6 +210,8 @@ pub struct LlcRow {
     pub id: RunId,
     /// Step of the checkpoint.
     pub step: i64,
+    /// The parameter group SGLD moved (`restriction`; [`WHOLE_MODEL`] for every parameter).
+    pub restriction: String,
     /// Mean over chains.
     pub mean: f64,
     /// Std over chains.
@@ -216,6 +220,30 @@ pub struct LlcRow {
     pub loss_at_wstar: Option<f64>,
     /// Names of the health flags that are set (`tables::llc::SummaryRow::flag_names`).
     pub flags: Vec<String>,
+}
+
+pub use crate::tables::llc::WHOLE_MODEL;
+
+impl LlcRow {
+    /// An estimate of the whole model (not restricted to a group of parameters).
+    pub fn whole_model(&self) -> bool {
+        self.restriction == WHOLE_MODEL
+    }
+
+    /// Whether the estimate may enter a comparison: no health flag (the flags of
+    /// `llc::diagnostics`, as the table's flag columns record them) and a finite value.
+    pub fn healthy(&self) -> bool {
+        self.flags.is_empty() && self.mean.is_finite()
+    }
+
+    /// Why the estimate is not [`healthy`](Self::healthy): its flag names, or `not finite`.
+    pub fn unhealthy_reason(&self) -> String {
+        if self.flags.is_empty() {
+            "not finite".to_string()
+        } else {
+            self.flags.join(", ")
+        }
+    }
 }
 
 /// One SGLD draw's loss.
@@ -369,7 +397,14 @@ impl Data {
 fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
     Ok(tables::train::read_metrics(path)?
         .into_iter()
-        .map(|(id, r)| MetricRow { id, step: r.step, split: r.split.as_str().to_string(), loss: r.loss, accuracy: r.accuracy })
+        .map(|(id, r)| MetricRow {
+            id,
+            step: r.step,
+            split: r.split.as_str().to_string(),
+            loss: r.loss,
+            accuracy: r.accuracy,
+            param_norm: r.param_norm,
+        })
         .collect())
 }
 
@@ -404,6 +439,7 @@ fn read_llc(path: &Path) -> Result<Vec<LlcRow>> {
             flags: r.flag_names().into_iter().map(str::to_string).collect(),
             id: r.key.ident,
             step: r.key.step,
+            restriction: r.restriction,
             mean: r.llc_mean,
             std: r.llc_std,
             loss_at_wstar: Some(r.loss_at_wstar).filter(|v| v.is_finite()),

@@ -8,7 +8,8 @@ Layers, each testable on its own:
 - [`inputs`]: finds the tables by file name and reads them through [`crate::tables`] into plain
   rows; a missing or unreadable table is recorded, never fatal.
 - [`summary`]: per-run curves, grokking step, final measures and LLC (the run table).
-- [`findings`]: statements computed from the summaries (e.g. the paired LLC comparison).
+- [`compare`]: the Pizza-against-other comparison at a fixed α (arms, settling, statistics).
+- [`findings`]: statements computed from the summaries and the comparison, and its tables.
 - [`weights`]: the correct-logit table and, as a fallback, the embedding spectrum from a
   checkpoint.
 - [`figures`]: builds [`crate::plot::Figure`]s from the rows, or says why a figure is skipped.
@@ -21,6 +22,7 @@ skips the figures that need it with a note in the page; the same inputs give the
 figures first and `index.html` last.
 */
 
+pub mod compare;
 pub mod figures;
 pub mod findings;
 pub mod html;
@@ -30,6 +32,8 @@ pub mod weights;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod compare_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +64,8 @@ pub struct Options {
     pub traces_per_run: usize,
     /// Skip the figures that load checkpoints (correct-logit tables, spectrum fallback).
     pub no_checkpoints: bool,
+    /// The checkpoint of each run the Pizza-against-other comparison uses.
+    pub compare_at: compare::CompareAt,
 }
 
 /// What was written.
@@ -354,8 +360,9 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     std::fs::create_dir_all(&figdir).with_context(|| format!("creating {}", figdir.display()))?;
     let mut outcome = Outcome { index: opts.out.join("index.html"), figures: Vec::new(), skipped: Vec::new() };
     let mut sections = Vec::new();
-    let mut section = |id: &str, title: &str, intro: &str, parts: Vec<(&str, Built)>, notes: Vec<String>, outcome: &mut Outcome| -> Result<()> {
-        let mut items = Vec::new();
+    // A section: `first` (notes, tables), then the figures of each part, then `notes`.
+    let mut section = |id: &str, title: &str, intro: &str, first: Vec<Item>, parts: Vec<(&str, Built)>, notes: Vec<String>, outcome: &mut Outcome| -> Result<()> {
+        let mut items = first;
         for (what, built) in parts {
             emit(what, built, &figdir, outcome, &mut items)?;
         }
@@ -375,6 +382,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "training",
         "Training curves",
         "Loss and accuracy on the training and validation splits against the optimizer step, one figure per run, with the grokking step marked.",
+        vec![],
         vec![("training curves", figures::training(&curves, &runs_by_id))],
         limit(curves.len(), "Training curves"),
         &mut outcome,
@@ -385,6 +393,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "llc",
         "LLC along training",
         "The Local Learning Coefficient estimated by SGLD at each checkpoint (mean and ±1 std over chains), drawn over the loss curves.",
+        vec![],
         vec![("LLC along training", figures::llc_along(&data, &curves, &runs_by_id))],
         limit(n_llc_runs, "LLC figures"),
         &mut outcome,
@@ -393,6 +402,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "symmetry",
         "Pizza/Clock measures along training",
         "Gradient symmetry (high for Pizza), distance irrelevance (high for Clock) and circularity of the embedding at each checkpoint.",
+        vec![],
         vec![("measures along training", figures::symmetry_along(&data, &refs))],
         vec![],
         &mut outcome,
@@ -401,6 +411,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "scatter",
         "Gradient symmetry against distance irrelevance",
         "The paper's scatter: each run's final checkpoint, coloured by α, with the released checkpoints for reference.",
+        vec![],
         vec![("gradient symmetry against distance irrelevance", figures::gs_vs_di(&data, &refs, ref_source))],
         vec![],
         &mut outcome,
@@ -409,7 +420,46 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "llc-alpha",
         "Final LLC against α",
         "The LLC at the last estimated checkpoint of each run against its attention rate α, one point per seed.",
+        vec![],
         vec![("final LLC against α", figures::llc_vs_alpha(&runs))],
+        vec![],
+        &mut outcome,
+    )?;
+    let cmp = compare::comparisons(&data, opts.compare_at);
+    info!(arms = cmp.arms.len(), "compared Pizza against the other runs at each fixed α");
+    let (first, parts, notes) = if cmp.arms.is_empty() {
+        let why = if data.symmetry.rows.is_empty() { "No run is labelled: there is no symmetry table.".to_string() } else { findings::no_arm_text(&cmp) };
+        (vec![Item::Note(why)], vec![], vec![])
+    } else {
+        let mut first: Vec<Item> = findings::comparison_notes(&cmp).into_iter().map(Item::Note).collect();
+        first.extend(findings::comparison_tables(&cmp));
+        let (specs, notes) = figures::comparison(&cmp, &data);
+        (first, vec![("comparison figures", Ok(specs))], notes)
+    };
+    section(
+        "compare",
+        "Pizza against other solutions at a fixed α",
+        &format!(
+            "The comparison that holds everything but the solution fixed: within each arm (runs that differ only in the seed) the LLC of the Pizza runs against that of the other runs, at each run's compared checkpoint ({}) and at step 0 as the control, for the whole model and each parameter group. A run enters only once settled: the same label at every symmetry checkpoint of the last {} % of training, and a whole-model LLC that changed by less than {} % since the estimate nearest 80 % of training. Only estimates without a health flag enter. A difference is called detectable where the two-sided Mann–Whitney p is below {}.",
+            match opts.compare_at {
+                compare::CompareAt::Last => "its last checkpoint".to_string(),
+                compare::CompareAt::Step(s) => format!("the checkpoint at step {s}"),
+            },
+            (100.0 * compare::LATE_FRACTION).round(),
+            (100.0 * compare::LLC_SETTLED).round(),
+            compare::DETECTABLE
+        ),
+        first,
+        parts,
+        notes,
+        &mut outcome,
+    )?;
+    section(
+        "phase",
+        "Phase diagram",
+        "When the experiment sweeps α (and width), as the paper draws it: gradient symmetry and distance irrelevance at each run's last checkpoint, the share of runs per label, and the whole-model LLC (last estimate and step 0), over α and width; the runs of a cell are its seeds.",
+        vec![],
+        vec![("phase diagram", figures::phase_diagram(&runs))],
         vec![],
         &mut outcome,
     )?;
@@ -424,6 +474,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "spectrum",
         "Fourier spectrum of the embedding",
         "How the token embedding's energy is spread over frequencies at the end of training: a generalising solution concentrates it on a few key frequencies.",
+        vec![],
         vec![("embedding spectrum", built)],
         notes,
         &mut outcome,
@@ -438,6 +489,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "logits",
         "Correct-logit tables",
         "The correct-class logit over all pairs at the final checkpoint of one Pizza and one Clock run, arranged by (a + b) and (a − b) as in the distance-irrelevance measure.",
+        vec![],
         vec![("correct-logit tables", built)],
         notes,
         &mut outcome,
@@ -446,19 +498,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "sgld",
         "SGLD diagnostics",
         "Loss traces of the SGLD chains behind the LLC estimates, and the ε × nβ calibration grid when one was run.",
+        vec![],
         vec![
             ("SGLD loss traces", figures::traces(&data, opts.traces_per_run.max(1))),
             ("calibration grid", figures::calibration(&data.calibration.rows, data.calibration.missing(TableKind::LlcCalibration))),
+            // The place for the step size and diagnostics chosen along training, per run (from the
+            // per-row columns of the LLC step-size selection in `llc::estimate`, when they land).
         ],
         limit(n_trace_runs, "SGLD traces"),
-        &mut outcome,
-    )?;
-    section(
-        "phase",
-        "Phase diagram",
-        "When the experiment sweeps α (and width): the final gradient symmetry, distance irrelevance and LLC against α.",
-        vec![("phase diagram", figures::phase_diagram(&runs))],
-        vec![],
         &mut outcome,
     )?;
 
@@ -472,7 +519,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let page = Page {
         title,
         source: opts.dir.as_ref().map(|d| d.display().to_string()),
-        findings: findings::findings(&runs),
+        findings: findings::comparison_findings(&cmp, !data.symmetry.rows.is_empty()).into_iter().chain(findings::findings(&runs)).collect(),
         runs,
         sections,
         inputs: input_lines(&found, &data, opts.dir.as_deref()),

@@ -99,10 +99,12 @@ pub fn final_symmetry(rows: &[SymmetryRow]) -> BTreeMap<String, &SymmetryRow> {
     last_by_run(rows, |r| (r.id.run.as_str(), r.step))
 }
 
-/// Each run's LLC estimates, sorted by step.
+/// Each run's whole-model LLC estimates ([`LlcRow::whole_model`]), sorted by step: what every
+/// per-run LLC figure and the run table show. Estimates restricted to a group of parameters
+/// enter only the comparison ([`super::compare`]).
 pub fn llc_by_run(rows: &[LlcRow]) -> BTreeMap<String, Vec<&LlcRow>> {
     let mut out: BTreeMap<String, Vec<&LlcRow>> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| r.whole_model()) {
         out.entry(r.id.run.clone()).or_default().push(r);
     }
     for v in out.values_mut() {
@@ -120,6 +122,19 @@ pub struct LlcAt {
     pub mean: f64,
     /// Std over chains.
     pub std: f64,
+    /// See [`LlcRow::healthy`].
+    pub healthy: bool,
+}
+
+impl LlcAt {
+    fn of(r: &LlcRow) -> LlcAt {
+        LlcAt { step: r.step, mean: r.mean, std: r.std, healthy: r.healthy() }
+    }
+
+    /// The estimate when it is healthy.
+    pub fn healthy_mean(&self) -> Option<f64> {
+        self.healthy.then_some(self.mean)
+    }
 }
 
 /// One line of the run table.
@@ -147,6 +162,8 @@ pub struct RunSummary {
     pub distance_irrelevance: Option<f64>,
     /// LLC at the last checkpoint with an estimate.
     pub llc_end: Option<LlcAt>,
+    /// LLC at step 0 (the initialisation), when estimated.
+    pub llc_step0: Option<LlcAt>,
     /// The largest LLC mean along training.
     pub llc_peak: Option<LlcAt>,
     /// Things to look at: `not grokked`, LLC health flags (`flag@step`).
@@ -166,10 +183,10 @@ pub fn summarize(data: &Data) -> Vec<RunSummary> {
             let grok = c.and_then(|c| grokking_step(&c.val));
             let s = sym.get(&id.run);
             let est = llc.get(&id.run);
-            let at = |r: &LlcRow| LlcAt { step: r.step, mean: r.mean, std: r.std };
-            let llc_end = est.and_then(|v| v.last()).map(|r| at(r));
+            let llc_end = est.and_then(|v| v.last()).map(|r| LlcAt::of(r));
+            let llc_step0 = est.and_then(|v| v.first()).filter(|r| r.step == 0).map(|r| LlcAt::of(r));
             let llc_peak = est.and_then(|v| {
-                v.iter().filter(|r| r.mean.is_finite()).max_by(|a, b| a.mean.total_cmp(&b.mean)).map(|r| at(r))
+                v.iter().filter(|r| r.mean.is_finite()).max_by(|a, b| a.mean.total_cmp(&b.mean)).map(|r| LlcAt::of(r))
             });
             let mut flags = Vec::new();
             if let Some(c) = c {
@@ -195,6 +212,7 @@ pub fn summarize(data: &Data) -> Vec<RunSummary> {
                 gradient_symmetry: s.map(|r| r.gradient_symmetry),
                 distance_irrelevance: s.map(|r| r.distance_irrelevance),
                 llc_end,
+                llc_step0,
                 llc_peak,
                 flags,
                 id,

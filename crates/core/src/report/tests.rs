@@ -32,10 +32,10 @@ fn final_llc(run: &str) -> f64 {
     }
 }
 
-struct Tmp(PathBuf);
+pub(super) struct Tmp(pub(super) PathBuf);
 
 impl Tmp {
-    fn new(name: &str) -> Tmp {
+    pub(super) fn new(name: &str) -> Tmp {
         let d = std::env::temp_dir().join(format!("report-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
@@ -219,12 +219,12 @@ fn experiment(dir: &Path, with_llc: bool) {
     }
 }
 
-fn opts(dir: &Path, out: &Path) -> Options {
+pub(super) fn opts(dir: &Path, out: &Path) -> Options {
     Options { dir: Some(dir.to_path_buf()), out: out.to_path_buf(), traces_per_run: 3, ..Options::default() }
 }
 
 /// Width and height from a PNG's IHDR chunk, after checking the signature.
-fn png_size(bytes: &[u8]) -> (u32, u32) {
+pub(super) fn png_size(bytes: &[u8]) -> (u32, u32) {
     assert!(bytes.len() > 24, "PNG too short");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG signature");
     assert_eq!(&bytes[12..16], b"IHDR");
@@ -232,7 +232,7 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 }
 
 /// A rough well-formedness check: tags nest and close, the root is `svg`.
-fn check_svg(text: &str) {
+pub(super) fn check_svg(text: &str) {
     let t = text.trim_start();
     assert!(t.starts_with("<svg") || t.starts_with("<?xml"), "SVG starts with {:?}", &t[..t.len().min(40)]);
     let mut stack: Vec<String> = Vec::new();
@@ -263,7 +263,7 @@ fn check_svg(text: &str) {
 }
 
 /// Every file reference of the page (src and href, anchors left out).
-fn referenced(html: &str) -> Vec<String> {
+pub(super) fn referenced(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     for pat in ["src=\"", "href=\""] {
         let mut rest = html;
@@ -451,7 +451,7 @@ fn explicit_tables_and_released_reference() {
     calibration("alpha0_seed0", &cal);
     let tables = vec![dir.join("runs/alpha0_seed0/metrics.parquet"), dir.join("runs/alpha1_seed0/symmetry.parquet"), cal];
     let out = tmp.0.join("out");
-    let o = run(&Options { dir: None, tables, released: Some(rel), out: out.clone(), traces_per_run: 2, no_checkpoints: false })
+    let o = run(&Options { dir: None, tables, released: Some(rel), out: out.clone(), traces_per_run: 2, no_checkpoints: false, compare_at: Default::default() })
         .unwrap();
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("the <code>released</code> symmetry table"));
@@ -512,6 +512,7 @@ fn phase_diagram_over_alpha_and_width() {
         for a in [0.0, 0.5, 1.0] {
             for seed in 0..2i64 {
                 let gs = 1.0 - a * (0.6 - d) + 0.01 * seed as f64;
+                let at = |step, mean| Some(LlcAt { step, mean, std: 1.0, healthy: true });
                 runs.push(RunSummary {
                     id: RunId { run: format!("w{w}_a{a}_s{seed}"), p: 59, alpha: a, seed, weight_decay: 2.0, train_frac: 0.8, d_model: w },
                     last_step: Some(100),
@@ -523,25 +524,69 @@ fn phase_diagram_over_alpha_and_width() {
                     solution: Some(if gs > 0.7 { "pizza" } else { "clock" }.into()),
                     gradient_symmetry: Some(gs),
                     distance_irrelevance: Some(1.0 - gs),
-                    llc_end: Some(LlcAt { step: 100, mean: 40.0 + 10.0 * a + w as f64 / 16.0, std: 1.0 }),
+                    llc_end: at(100, 40.0 + 10.0 * a + w as f64 / 16.0 + seed as f64),
+                    llc_step0: at(0, 5.0 + seed as f64),
                     llc_peak: None,
                     flags: vec![],
                 });
             }
         }
     }
+    // A flagged final estimate stays out of the LLC means: w128, α = 1, seed 1.
+    let flagged = runs.iter_mut().find(|s| s.id.run == "w128_a1_s1").unwrap();
+    flagged.llc_end = Some(LlcAt { step: 100, mean: 1e6, std: 1.0, healthy: false });
     let figs = figures::phase_diagram(&runs).unwrap();
     let stems: Vec<&str> = figs.iter().map(|f| f.stem.as_str()).collect();
     assert_eq!(stems, vec!["phase_diagram_alpha", "phase_diagram_alpha_width"]);
-    let crate::plot::Panel::Heatmap(h) = &figs[1].figure.panels[0] else { panic!("not a heatmap") };
+    // Lines against α: GS, DI, LLC (last), LLC (step 0) and the Pizza share per width.
+    let titles: Vec<String> = figs[0]
+        .figure
+        .panels
+        .iter()
+        .map(|p| match p {
+            crate::plot::Panel::Chart(c) => c.title.clone(),
+            crate::plot::Panel::Heatmap(h) => h.title.clone(),
+        })
+        .collect();
+    assert_eq!(titles, ["gradient symmetry", "distance irrelevance", "LLC, last estimate", "LLC, step 0", "share of runs labelled pizza"]);
+    assert!(figs[0].caption.contains("1 runs have a flagged LLC estimate"), "{}", figs[0].caption);
+    assert!(figs[0].caption.contains("its seeds: 2 per cell"));
+    let heat = |i: usize| {
+        let crate::plot::Panel::Heatmap(h) = &figs[1].figure.panels[i] else { panic!("not a heatmap") };
+        h.clone()
+    };
+    // Heatmaps: GS, DI, LLC last, LLC step 0, share pizza, share clock; rows width, columns α.
+    assert_eq!(figs[1].figure.panels.len(), 6);
+    let h = heat(0);
     // Mean over the two seeds at α = 0.5, width 128: 1 − 0.5·0.4 + 0.005.
     assert_eq!((h.x_centres.len(), h.y_centres.len()), (3, 2));
     assert!((h.values[3 + 1] - (1.0 - 0.5 * 0.4 + 0.005)).abs() < 1e-12);
+    // LLC at width 128, α = 1: the flagged seed 1 is left out, so seed 0's value alone.
+    assert_eq!(heat(2).values[3 + 2], 40.0 + 10.0 + 8.0);
+    assert_eq!(heat(2).values[3 + 1], 40.0 + 5.0 + 8.0 + 0.5);
+    assert_eq!(heat(3).values[0], 5.5);
+    // Shares: GS at width 64 is 1 − 0.6α (+0.01 for seed 1): pizza at α = 0 and 0.5 (0.70 and
+    // 0.71 > 0.7? 0.7 is not, 0.71 is), clock at α = 1.
+    let (pizza, clock) = (heat(4), heat(5));
+    assert_eq!(pizza.title, "share of runs labelled pizza");
+    assert_eq!(&pizza.values[..3], &[1.0, 0.5, 0.0]);
+    assert_eq!(&clock.values[..3], &[0.0, 0.5, 1.0]);
+    assert!(pizza.values.iter().zip(&clock.values).all(|(p, c)| p + c == 1.0));
     for f in &figs {
         let r = crate::plot::render(&f.figure).unwrap();
+        check_svg(&r.svg);
         if let Ok(keep) = std::env::var("REPORT_TEST_KEEP") {
             std::fs::create_dir_all(&keep).unwrap();
             std::fs::write(Path::new(&keep).join(format!("{}.png", f.stem)), &r.png).unwrap();
         }
     }
+
+    // One width: the label panel shows every label's share against α.
+    let one: Vec<RunSummary> = runs.iter().filter(|s| s.id.d_model == 64).cloned().collect();
+    let figs = figures::phase_diagram(&one).unwrap();
+    assert_eq!(figs.len(), 1);
+    let crate::plot::Panel::Chart(c) = figs[0].figure.panels.last().unwrap() else { panic!() };
+    assert_eq!(c.title, "share of runs per label");
+    assert_eq!(c.series.iter().map(|s| s.label.clone().unwrap()).collect::<Vec<_>>(), ["pizza", "clock"]);
+    assert_eq!(c.series[0].points, vec![(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]);
 }
