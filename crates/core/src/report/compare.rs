@@ -27,7 +27,7 @@ own stream and the page is the same bytes on every run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::findings::num;
+use super::findings::{named, num};
 use super::inputs::{Data, LlcRow, MetricRow, RunId, SymmetryRow, WHOLE_MODEL};
 use crate::stats::{self, Interval, MannWhitney, Summary, BOOTSTRAP_RESAMPLES};
 
@@ -637,13 +637,4 @@ pub fn unsettled_text(arm: &Arm, max_named: usize) -> Option<String> {
         .map(|(name, list)| format!("{name}: {} ({})", list.len(), named(list, max_named)))
         .collect();
     Some(parts.join("; "))
-}
-
-/// Up to `max` items joined, then `and N more`.
-pub fn named(list: &[String], max: usize) -> String {
-    if list.len() <= max {
-        list.join("; ")
-    } else {
-        format!("{}; and {} more", list[..max].join("; "), list.len() - max)
-    }
 }

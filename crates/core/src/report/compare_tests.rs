@@ -498,3 +498,42 @@ fn cells_name_only_what_differs() {
     assert_eq!(all[1].describe(&all), "α = 0.6, d_model 128, p = 113, weight decay 2");
     assert_eq!(all[1].stem(&all), "alpha0.6_d128_p113_wd2");
 }
+
+/// The phase sweep's shape (11 α × 5 widths × 3 seeds = 165 runs, symmetry at the last
+/// checkpoint, LLC at step 0 and the last): the page stays short. No cell has enough seeds for an
+/// arm (one line says so), per-run figures stop at `figures::MAX_PER_RUN`, lists in the findings
+/// are cut, and the phase diagram draws every cell.
+#[test]
+fn a_phase_sweep_gives_a_short_page() {
+    let tmp = Tmp::new("compare-sweep");
+    let dir = tmp.0.join("exp");
+    let widths = [32i64, 64, 128, 256, 512];
+    for (wi, &d_model) in widths.iter().enumerate() {
+        for k in 0..11 {
+            let alpha = k as f64 / 10.0;
+            for seed in 0..3 {
+                // Pizza below an α that grows with width; the seed decides near the switch.
+                let label = if alpha + 0.05 * (seed as f64) < 0.3 + 0.1 * wi as f64 { "pizza" } else { "clock" };
+                let end = 40.0 + 10.0 * alpha + seed as f64;
+                let s = Spec { alpha, d_model, seed, label, end_label: label, llc_end: end, llc_80: end, llc_0: Some(llc0(seed)), flagged_end: seed == 2 && k == 10, groups: false };
+                write_run(&s, &dir);
+            }
+        }
+    }
+    let out = tmp.0.join("out");
+    let o = run(&Options { no_checkpoints: true, ..opts(&dir, &out) }).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(html.matches("No arm with enough runs").count(), 2);
+    assert!(html.contains("Cells with several labels but too few settled runs to test: α = 0.2, d_model 32 (clock 1, pizza 2);"), "{html}");
+    assert!(html.contains("α = 0.6, d_model 512 (clock 1, pizza 2).</li>"));
+    // 165 runs' LLC peaks: 12 named, the rest counted.
+    assert!(html.contains("; and 153 more)."), "{html}");
+    assert!(html.contains("5 of 165 runs have flagged LLC estimates") && !html.contains("; and 0 more"));
+    assert!(o.figures.iter().filter(|f| f.starts_with("curves_")).count() == figures::MAX_PER_RUN);
+    assert!(o.figures.iter().any(|f| f == "phase_diagram_alpha_width"));
+    let figs = figures::phase_diagram(&summary::summarize(&data(&dir))).unwrap();
+    let crate::plot::Panel::Heatmap(h) = &figs[1].figure.panels[0] else { panic!() };
+    assert_eq!((h.x_centres.len(), h.y_centres.len(), h.annotate), (11, 5, true));
+    assert!(figs[0].caption.contains("its seeds: 3 per cell"));
+    assert!(html.len() < 400_000, "{} bytes", html.len());
+}

@@ -103,6 +103,19 @@ pub fn paired_final_llc(runs: &[RunSummary]) -> Option<PairedLlc> {
     })
 }
 
+/// Runs named at most in one finding's list.
+const MAX_LISTED: usize = 12;
+
+/// Up to `max` items joined by `; `, then `and N more`: lists in prose stay short when an
+/// experiment has hundreds of runs.
+pub fn named(list: &[String], max: usize) -> String {
+    if list.len() <= max {
+        list.join("; ")
+    } else {
+        format!("{}; and {} more", list[..max].join("; "), list.len() - max)
+    }
+}
+
 /// A number for prose: 4 significant digits, `n/a` when not finite.
 pub fn num(x: f64) -> String {
     if x.is_finite() {
@@ -238,7 +251,7 @@ pub fn findings(runs: &[RunSummary]) -> Vec<Finding> {
         let list: Vec<String> = timed.iter().map(|(s, p, g)| format!("{}: peak {p}, grokking {g}", s.id.run)).collect();
         out.push(Finding {
             title,
-            text: format!("In {before} of {} runs the LLC peaks at or before the grokking step ({}).", timed.len(), list.join("; ")),
+            text: format!("In {before} of {} runs the LLC peaks at or before the grokking step ({}).", timed.len(), named(&list, MAX_LISTED)),
         });
     }
 
@@ -253,7 +266,7 @@ pub fn findings(runs: &[RunSummary]) -> Vec<Finding> {
                 .iter()
                 .map(|s| format!("{}: {}", s.id.run, s.flags.iter().filter(|f| f.contains('@')).cloned().collect::<Vec<_>>().join(", ")))
                 .collect();
-            format!("{} of {with_llc} runs have flagged LLC estimates ({}).", flagged.len(), list.join("; "))
+            format!("{} of {with_llc} runs have flagged LLC estimates ({}).", flagged.len(), named(&list, MAX_LISTED))
         };
         out.push(Finding { title: "Health of the LLC estimates".into(), text });
     }
@@ -419,7 +432,7 @@ fn small_cells_text(cmp: &Comparisons) -> Option<String> {
             format!("{} ({}{u})", s.cell.describe(&cmp.cells), counts_text(&s.counts).join(", "))
         })
         .collect();
-    Some(format!("Cells with several labels but too few settled runs to test: {}.", compare::named(&list, 5)))
+    Some(format!("Cells with several labels but too few settled runs to test: {}.", named(&list, 5)))
 }
 
 /// One note per arm: its runs, the side rule, and who was left out as unsettled and why.
@@ -450,7 +463,7 @@ pub fn comparison_notes(cmp: &Comparisons) -> Vec<String> {
         notes.push(format!(
             "{} runs have no symmetry measures at their compared checkpoint, so no label, and are in no arm: {}.",
             cmp.unlabelled.len(),
-            compare::named(&cmp.unlabelled, 8)
+            named(&cmp.unlabelled, 8)
         ));
     }
     notes
@@ -469,7 +482,7 @@ fn left_out_text(c: &Comparison) -> String {
     for (run, why) in &c.left_out {
         by.entry(why.as_str()).or_default().push(run.clone());
     }
-    let parts: Vec<String> = by.iter().map(|(why, runs)| format!("{why}: {}", compare::named(runs, 3))).collect();
+    let parts: Vec<String> = by.iter().map(|(why, runs)| format!("{why}: {}", named(runs, 3))).collect();
     format!("{} ({})", c.left_out.len(), parts.join("; "))
 }
 
