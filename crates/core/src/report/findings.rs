@@ -395,14 +395,15 @@ pub fn arm_finding(arm: &Arm, cells: &[Cell]) -> Finding {
     Finding { title, text }
 }
 
-/// The comparison's findings: one per arm, or one line saying there is no arm.
-pub fn comparison_findings(cmp: &Comparisons, have_symmetry: bool) -> Vec<Finding> {
+/// The comparison's findings: one per arm, or one line saying there is no arm (`no_labels`: why
+/// no run is labelled, when the symmetry table is missing).
+pub fn comparison_findings(cmp: &Comparisons, no_labels: Option<String>) -> Vec<Finding> {
     if !cmp.arms.is_empty() {
         return cmp.arms.iter().map(|a| arm_finding(a, &cmp.cells)).collect();
     }
     let title = "Pizza against other solutions at a fixed α".to_string();
-    if !have_symmetry {
-        return vec![Finding { title, text: "Not available: no symmetry table, so no run is labelled.".into() }];
+    if let Some(why) = no_labels {
+        return vec![Finding { title, text: format!("Not available: no run is labelled ({why}).") }];
     }
     vec![Finding { title, text: no_arm_text(cmp) }]
 }

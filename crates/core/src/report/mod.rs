@@ -428,7 +428,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let cmp = compare::comparisons(&data, opts.compare_at);
     info!(arms = cmp.arms.len(), "compared Pizza against the other runs at each fixed α");
     let (first, parts, notes) = if cmp.arms.is_empty() {
-        let why = if data.symmetry.rows.is_empty() { "No run is labelled: there is no symmetry table.".to_string() } else { findings::no_arm_text(&cmp) };
+        let why = match data.symmetry.missing(TableKind::Symmetry) {
+            Some(m) => format!("No run is labelled: {m}."),
+            None => findings::no_arm_text(&cmp),
+        };
         (vec![Item::Note(why)], vec![], vec![])
     } else {
         let mut first: Vec<Item> = findings::comparison_notes(&cmp).into_iter().map(Item::Note).collect();
@@ -519,7 +522,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let page = Page {
         title,
         source: opts.dir.as_ref().map(|d| d.display().to_string()),
-        findings: findings::comparison_findings(&cmp, !data.symmetry.rows.is_empty()).into_iter().chain(findings::findings(&runs)).collect(),
+        findings: findings::comparison_findings(&cmp, data.symmetry.missing(TableKind::Symmetry)).into_iter().chain(findings::findings(&runs)).collect(),
         runs,
         sections,
         inputs: input_lines(&found, &data, opts.dir.as_deref()),

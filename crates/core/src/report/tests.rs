@@ -437,6 +437,8 @@ fn partial_data_skips_with_notes() {
     assert!(o.figures.is_empty());
     let html = std::fs::read_to_string(tmp.0.join("out-empty/index.html")).unwrap();
     assert!(html.contains("No input table was found."));
+    assert!(html.contains("No run is labelled: input table <code>symmetry.parquet</code> is absent."));
+    assert!(html.contains("Not available: no run is labelled (input table <code>symmetry.parquet</code> is absent)."));
 }
 
 #[test]
