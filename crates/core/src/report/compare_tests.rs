@@ -5,7 +5,7 @@
 //!   is flagged, seed 8 has no step-0 estimate; LLC for the groups `all` and `attn` (the
 //!   `restriction` column), `all` at five checkpoints;
 //! - arm B (α = 1, d_model 256, seeds 0–25): 12 Pizza, 12 Clock, 2 `unclear`, whole-model LLC at
-//!   steps 0 and 100 only, written without a `restriction` column;
+//!   steps 0 and 100 only (as in every cell but A's);
 //! - a mixed cell too small to test (α = 0.5: 2 Pizza, 1 unclear) and a cell of one label.
 //!
 //! The statistics are `stats`' own (tested against scipy there); these tests check that the
@@ -36,7 +36,7 @@ struct Spec {
     llc_0: Option<f64>,
     /// The whole-model estimate at step 100 carries `flag_r_hat`.
     flagged_end: bool,
-    /// Arm A's tables: a `restriction` column with `attn` rows and LLC at five checkpoints.
+    /// Arm A's tables: `attn` rows besides `all`, and the LLC at five checkpoints.
     groups: bool,
 }
 
@@ -181,9 +181,7 @@ fn write_run(s: &Spec, dir: &Path) {
     cols.push(("flag_r_hat", rows.iter().map(|r| r.3).collect::<Vec<_>>().into()));
     cols.push(("nbeta_setting", vec!["n_over_ln_n"; n].into()));
     cols.push(("loss_at_wstar_mode", vec!["full_training_set"; n].into()));
-    if s.groups {
-        cols.push(("restriction", rows.iter().map(|r| r.0).collect::<Vec<_>>().into()));
-    }
+    cols.push(("restriction", rows.iter().map(|r| r.0).collect::<Vec<_>>().into()));
     write(cols, &llc_tables::LLC_SUMMARY, &d.join("llc.parquet"));
 }
 
@@ -290,8 +288,8 @@ fn arms_statistics_are_stats_on_the_right_runs() {
     let norm_p: Vec<f64> = (0..=6).map(|s| param_norm(s, 100)).collect();
     assert_eq!(a.covariates[1].pizza, stats::summary(&norm_p));
 
-    // Arm B: the file has no `restriction` column, so every row is the whole model; Pizza
-    // against Clock, with the unclear seeds 24 and 25 in the correlations only.
+    // Arm B: whole-model rows only; Pizza against Clock, with the unclear seeds 24 and 25 in the
+    // correlations only.
     assert_eq!(b.groups.len(), 1);
     let c = &b.groups[0].compared;
     assert_eq!(c.group, "all");

@@ -518,8 +518,11 @@ pub fn traces(data: &Data, per_run: usize) -> Built {
         return Err(why);
     }
     let mut by: BTreeMap<String, BTreeMap<i64, BTreeMap<i64, Vec<&TraceRow>>>> = BTreeMap::new();
-    for t in &data.trace.rows {
+    for t in data.trace.rows.iter().filter(|t| t.restriction == WHOLE_MODEL) {
         by.entry(t.run.clone()).or_default().entry(t.step).or_default().entry(t.chain).or_default().push(t);
+    }
+    if by.is_empty() {
+        return Err("the trace table holds no whole-model traces (`restriction` = `all`)".into());
     }
     let est: BTreeMap<(String, i64), &LlcRow> =
         data.llc.rows.iter().filter(|r| r.whole_model()).map(|r| ((r.id.run.clone(), r.step), r)).collect();

@@ -222,7 +222,8 @@ pub struct LlcRow {
     pub flags: Vec<String>,
 }
 
-pub use crate::tables::llc::WHOLE_MODEL;
+/// The `restriction` of a whole-model estimate (the preset `all` of `llc::restrict`).
+pub const WHOLE_MODEL: &str = "all";
 
 impl LlcRow {
     /// An estimate of the whole model (not restricted to a group of parameters).
@@ -253,6 +254,8 @@ pub struct TraceRow {
     pub run: String,
     /// Step of the checkpoint.
     pub step: i64,
+    /// The parameter group SGLD moved.
+    pub restriction: String,
     /// Chain.
     pub chain: i64,
     /// Draw.
@@ -450,7 +453,7 @@ fn read_llc(path: &Path) -> Result<Vec<LlcRow>> {
 fn read_trace(path: &Path) -> Result<Vec<TraceRow>> {
     Ok(tables::llc::read_trace(path)?
         .into_iter()
-        .map(|(k, t)| TraceRow { run: k.run, step: k.step, chain: t.chain, draw: t.draw, loss: t.loss })
+        .map(|(k, t)| TraceRow { run: k.run, step: k.step, restriction: k.restriction, chain: t.chain, draw: t.draw, loss: t.loss })
         .collect())
 }
 

@@ -121,6 +121,7 @@ fn llc(run: &str, alpha: f64, seed: i64, path: &Path) {
     let mut cols = id_cols(run, alpha, seed, n);
     cols.push(("step", (steps).into()));
     cols.push(("checkpoint", (vec!["x"; n]).into()));
+    cols.push(("restriction", (vec!["all"; n]).into()));
     cols.push(("llc_mean", (vec![5.0, 2.0 * end, 1.5 * end, end]).into()));
     cols.push(("llc_std", (vec![0.5, 2.0, 1.5, 1.0]).into()));
     cols.push(("loss_at_wstar", (vec![4.0, 1.0, 0.1, 0.01]).into()));
@@ -152,6 +153,7 @@ fn trace(run: &str, path: &Path) {
     let cols = vec![
         ("run", (vec![run; n]).into()),
         ("step", (step).into()),
+        ("restriction", (vec!["all"; n]).into()),
         ("chain", (chain).into()),
         ("draw", (draw).into()),
         ("loss", (loss).into()),
