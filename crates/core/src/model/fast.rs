@@ -1,20 +1,66 @@
 /*!
-A hand-derived forward and backward pass for one-layer ReLU models: the fast path that training
-and SGLD use when the model allows it, tested against candle's autograd through the textbook
-forward ([`super::Transformer::forward_reference`]).
+A hand-derived forward and backward pass for one-layer ReLU models: the fast path that training,
+SGLD and the LLC's loss at `w*` use when the model allows it, tested against candle's autograd
+through the textbook forward ([`super::Transformer::forward_reference`]) and the PyTorch goldens.
 
-It uses the structure of the problem. Position `t` only ever holds one token, so everything before
-the MLP that depends on a single token is computed once per vocabulary entry (`V` rows) instead of
-once per pair (`V²` rows): `H0_t = E + pos_t`, keys `K_t`, values `V_t`, the last position's query
-`Q`, and the values already projected by `W_O` (`VO_t`, one `d_model` vector per token and head).
-Per pair only the attention weights (`n_heads × n_ctx` dot products), the residual
-`H0_last[x_last] + Σ_{h,t} A_{h,t}·VO_t[x_t, h]`, the MLP and the unembedding remain. The backward
-pass mirrors it: per-pair gradients are scattered into the per-token tables, and the weight
-gradients follow from the tables with small matrix products.
+# One pair, from tokens to loss
 
-Determinism: per-pair work is split into fixed chunks of [`CHUNK`] pairs whose partial sums are
-added in chunk order, and every matrix product writes each output element from one thread, so the
-result does not depend on the number of threads.
+Position `t` only ever holds one token, so everything that depends on a single token is a table
+with one row per vocabulary entry, and what remains per pair is small. Sizes: `V` vocabulary,
+`T` positions, `D` d_model, `H` heads of width `dh`, `M` d_mlp, `R = M + V`.
+
+The residual stream entering the block at position `t` with token `x` is `W_E[:, x] + W_pos[t]`,
+i.e. `X[x] + X[V + t]` for the stack `X` of the `V` token rows over the `T` position rows
+([`Embed`]). The maps that read it, `W_Q`, `W_K`, `W_V` and, at the last position, the *readout*
+`Rd = [W_in; W_Uᵀ]` (`R × D`: the MLP reads the residual through `W_in`, the unembedding's skip
+path through `W_Uᵀ`), are applied once to the `V + T` rows of `X`. For a pair with tokens `x_t`,
+`ℓ = x_{T−1}`:
+
+```text
+q_h     = Q[ℓ, h]          Q[x]   = X[x]·W_Qᵀ + X[V+T−1]·W_Qᵀ            (V, H·dh)
+k_{t,h} = K_t[x_t, h]      K_t[x] = X[x]·W_Kᵀ + X[V+t]·W_Kᵀ              (T, V, H·dh)
+A_{h,t} = α·softmax_t(q_h·k_{t,h} / √dh) + (1 − α)                      [attention]
+resid   = X[ℓ] + X[V+T−1] + Σ_{h,t} A_{h,t}·W_O,h·V_t[x_t, h]            (D; never formed)
+read    = Rd·resid = S[ℓ] + Σ_{h,t} A_{h,t}·OV_t[x_t, h]                 (R)
+          S[x]       = Rd·(X[x] + X[V+T−1])                 the skip     (V, R)
+          OV_t[x, h] = G_h·(V[x, h] + V[V+t, h]), G = Rd·W_O             (T, V, H, R)
+act     = relu(read[..M] + b_in)                                         [mlp]  (M)
+logits  = read[M..] + U·act + c,  U = W_Uᵀ·W_out (V, M), c = W_Uᵀ·b_out  [unembed] (V)
+loss    = mean cross-entropy, in float64
+```
+
+So `W_in`, `W_out` and `W_U` are never applied per pair: the MLP's pre-activation and the
+skip and attention paths' logits are weighted sums of `H·T + 1` table rows, and the MLP's output
+goes to the logits through the one `V × M` matrix `U`. The backward mirrors it: per pair,
+`dU += dlogits ⊗ act`, `dpre = (Uᵀ·dlogits) ⊙ [act > 0]`, `dA_{h,t} = dread·OV_t[x_t, h]` and
+the softmax backward; then each per-pair gradient is summed into the table row it came from
+(`dOV_t[x, h] = Σ A_{h,t}·dread` over the pairs with `x` at `t`, likewise `dK`, `dQ`, `dS`), and
+the weight gradients follow from the tables by a few matrix products, once per token.
+
+# Cost
+
+Per pair `3·V·M + (3·H·T + 2)·R + 3·H·T·dh` multiply-adds (the `V·M` products of `U` forward and
+twice backward, the sums of table rows, the attention scores); per token the table products,
+whose cost does not grow with the batch (see `bench::flops_factored`, checked by hand in a
+test). At p = 59 that is 107 k per pair against 420 k for applying `W_in`, `W_out` and `W_U` to
+each pair's residual stream. Where an association order is free it takes the cheaper one: maps
+of the embedding act on `V + T` rows, not `V·T`, and the values are read out through `G = Rd·W_O`
+(`(M+V)·H·dh·(D + V + T)`) rather than by reading out `W_O·V` (`(M+V)·D·H·(V + T)`).
+
+# Only some gradients
+
+[`loss_and_grads`] takes the set of tensors whose gradients the caller needs ([`ParamSet`]) and
+skips every step of the backward that none of them depends on (the rules are in [`Need`]); the
+gradients it returns are bit for bit those of the full backward.
+
+# Determinism
+
+Per-pair work writes only its own pair's rows (in fixed chunks of [`CHUNK`] pairs), each
+per-token sum is accumulated by one thread in pair order, the loss's partial sums are added in
+chunk order, and every matrix product writes each output element from one thread, so the result
+does not depend on the number of threads. The inner loops' sums use a fixed pattern of partial
+sums and no fused multiply-add, so they also give the same bits whatever vector instructions the
+compiler picks.
 */
 
 use std::collections::BTreeMap;
@@ -22,6 +68,7 @@ use std::collections::BTreeMap;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::names::{Param, ParamSet};
 use super::ModelConfig;
 use super::Activation;
 
@@ -33,7 +80,837 @@ pub fn supports(cfg: &ModelConfig) -> bool {
     cfg.n_layers == 1 && cfg.act == Activation::Relu
 }
 
-/// Row-major matrix view: element `(i, j)` at `off + i·rs + j·cs`.
+/// The weights of a one-layer model, flat and row-major, under the checkpoint names.
+pub struct Weights<'a> {
+    w_e: &'a [f32],   // (D, V)
+    w_pos: &'a [f32], // (T, D)
+    w_q: &'a [f32],   // (H·dh, D)
+    w_k: &'a [f32],   // (H·dh, D)
+    w_v: &'a [f32],   // (H·dh, D)
+    w_o: &'a [f32],   // (D, H·dh)
+    w_in: &'a [f32],  // (M, D)
+    b_in: &'a [f32],  // (M)
+    w_out: &'a [f32], // (D, M)
+    b_out: &'a [f32], // (D)
+    w_u: &'a [f32],   // (D, V)
+}
+
+impl<'a> Weights<'a> {
+    /// Borrows the tensors of a one-layer model by name.
+    pub fn from_map(w: &'a BTreeMap<String, Vec<f32>>) -> anyhow::Result<Weights<'a>> {
+        let get = |p: Param| w.get(p.name()).map(Vec::as_slice).ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", p.name()));
+        Ok(Weights {
+            w_e: get(Param::WE)?,
+            w_pos: get(Param::WPos)?,
+            w_q: get(Param::WQ)?,
+            w_k: get(Param::WK)?,
+            w_v: get(Param::WV)?,
+            w_o: get(Param::WO)?,
+            w_in: get(Param::WIn)?,
+            b_in: get(Param::BIn)?,
+            w_out: get(Param::WOut)?,
+            b_out: get(Param::BOut)?,
+            w_u: get(Param::WU)?,
+        })
+    }
+
+    fn check(&self, cfg: &ModelConfig) {
+        for (p, x) in [
+            (Param::WE, self.w_e),
+            (Param::WPos, self.w_pos),
+            (Param::WQ, self.w_q),
+            (Param::WK, self.w_k),
+            (Param::WV, self.w_v),
+            (Param::WO, self.w_o),
+            (Param::WIn, self.w_in),
+            (Param::BIn, self.b_in),
+            (Param::WOut, self.w_out),
+            (Param::BOut, self.b_out),
+            (Param::WU, self.w_u),
+        ] {
+            assert_eq!(x.len(), p.len(cfg), "fast path: tensor `{}` has {} elements, the model needs {:?}", p.name(), x.len(), p.shape(cfg));
+        }
+    }
+}
+
+/// Loss, correct count and (optionally) gradients of a batch.
+pub struct Output {
+    /// Mean cross-entropy in float64.
+    pub loss: f64,
+    /// Rows whose largest logit is the label.
+    pub correct: usize,
+    /// Gradient of `loss` for every tensor asked for, by checkpoint name (`None` when none was).
+    pub grads: Option<BTreeMap<String, Vec<f32>>>,
+}
+
+/// Loss (and, with `want_grad`, the gradient of every tensor) of the rows given by `tokens`
+/// (`B × n_ctx`) and `labels` (`B`).
+pub fn loss_and_grad(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[u32], want_grad: bool, threads: usize) -> Output {
+    loss_and_grads(cfg, w, tokens, labels, if want_grad { ParamSet::ALL } else { ParamSet::NONE }, threads)
+}
+
+/// Loss and the gradients of the tensors in `need` (none: the forward pass only) of the rows given
+/// by `tokens` (`B × n_ctx`) and `labels` (`B`), on at most `threads` threads.
+pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[u32], need: ParamSet, threads: usize) -> Output {
+    assert!(supports(cfg), "the fast path computes one-layer ReLU models only");
+    w.check(cfg);
+    let z = Dims::of(cfg);
+    let (b, Dims { v, t, h, m, .. }) = (labels.len(), z);
+    assert_eq!(tokens.len(), b * t, "fast path: {} tokens for {b} rows of {t}", tokens.len());
+    if let Some(bad) = tokens.iter().chain(labels).find(|&&x| x as usize >= v) {
+        panic!("fast path: token or label {bad} is outside the vocabulary of {v}");
+    }
+    let ex = Exec { threads };
+    let readers = Reader::all(w, z);
+    let embed = Embed::new(w, z, &readers, ex);
+    let attn = Attention::new(w, z, cfg.alpha as f32, &embed, &readers, ex);
+    let mlp = Mlp::new(w, z, ex);
+
+    // Forward, pair by pair: attention weights, the residual stream read out, the activation.
+    let ht = h * t;
+    let mut att = vec![0.0f32; b * 2 * ht]; // per pair: softmax (H, T), then A (H, T)
+    let mut act = vec![0.0f32; b * m];
+    let mut logits = vec![0.0f32; b * v];
+    let chunks = att.chunks_mut(CHUNK * 2 * ht).zip(act.chunks_mut(CHUNK * m)).zip(logits.chunks_mut(CHUNK * v));
+    ex.each(chunks, |c, ((att, act), logits)| {
+        let pairs = att.chunks_mut(2 * ht).zip(act.chunks_mut(m)).zip(logits.chunks_mut(v));
+        for (j, ((att, pre), logit)) in pairs.enumerate() {
+            let i = c * CHUNK + j;
+            let toks = &tokens[i * t..(i + 1) * t];
+            let (sm, a) = att.split_at_mut(ht);
+            attn.weights(z, toks, sm, a);
+            embed.read_skip(z, toks, pre, logit);
+            attn.read(z, toks, a, pre, logit);
+            mlp.activate(w, pre, logit);
+        }
+    });
+    mlp.forward(z, &act, &mut logits, ex);
+    let need = Need::new(need, cfg.alpha);
+    let (loss, correct) = cross_entropy(&mut logits, labels, v, need.any, ex);
+    if !need.any {
+        return Output { loss, correct, grads: None };
+    }
+    let dlogits = logits;
+
+    // Backward, pair by pair: through the MLP, then through the attention weights.
+    let mut g = Grads::new(need.set, cfg);
+    let (du, dpre) = mlp.backward_pairs(z, &need, &act, &dlogits, ex);
+    if need.scores {
+        let chunks = att.chunks_mut(CHUNK * 2 * ht);
+        ex.each(chunks, |c, att| {
+            let mut da = vec![0.0f32; t];
+            for (j, att) in att.chunks_mut(2 * ht).enumerate() {
+                let i = c * CHUNK + j;
+                let toks = &tokens[i * t..(i + 1) * t];
+                attn.backward_pair(z, toks, &dpre[i * m..(i + 1) * m], &dlogits[i * v..(i + 1) * v], &mut att[..ht], &mut da);
+            }
+        });
+    }
+
+    // From pairs to tokens, then from the tables to the weights.
+    let by = ByToken::new(tokens, b, z);
+    let pair = PairGrads { att: &att, dpre: &dpre, dlogits: &dlogits, tokens };
+    let dskip = embed.skip_grads(z, &by, &pair, ex);
+    let mut dxl = vec![0.0f32; z.rows * z.p];
+    mlp.backward(w, z, &need, &du, &dskip, &mut g, ex);
+    attn.backward(w, z, &need, &embed, &readers, &by, &pair, &mut dxl, &mut g, ex);
+    embed.backward(z, &need, &readers, &dskip, &mut dxl, &mut g, ex);
+    Output { loss, correct, grads: Some(g.into_map()) }
+}
+
+/// Sizes, named once.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    v: usize,
+    t: usize,
+    d: usize,
+    h: usize,
+    dh: usize,
+    hd: usize,
+    m: usize,
+    /// Width of the readout, `M + V`: the MLP's pre-activation, then the skip path's logits.
+    r: usize,
+    /// Rows of the embedding stack, `V + T`.
+    rows: usize,
+    /// Columns of the embedding's projections, `3·H·dh + R`: `[Q | K | V | Rd]`.
+    p: usize,
+}
+
+impl Dims {
+    fn of(cfg: &ModelConfig) -> Dims {
+        let (v, t, d, h, dh, m) = (cfg.vocab, cfg.n_ctx, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
+        let hd = h * dh;
+        Dims { v, t, d, h, dh, hd, m, r: m + v, rows: v + t, p: 3 * hd + m + v }
+    }
+
+    /// Column of the readout in the embedding's projections.
+    fn col_read(&self) -> usize {
+        3 * self.hd
+    }
+}
+
+/// Which steps of the backward are needed for the gradients asked for.
+struct Need {
+    set: ParamSet,
+    /// Any gradient at all.
+    any: bool,
+    /// `dpre`, the gradient entering the MLP from the logits (everything before the MLP).
+    pre: bool,
+    /// `dU` and `dc`, the MLP's output read by the unembedding.
+    mlp_out: bool,
+    /// `dOV`, the attention's value path.
+    values: bool,
+    /// The scores' gradient `ds` (never at α = 0, where the weights do not depend on them).
+    scores: bool,
+    /// The skip path's gradient reaching the embedding's readout columns.
+    skip: bool,
+    /// The gradient of the embedding stack itself.
+    embed: bool,
+}
+
+impl Need {
+    fn new(set: ParamSet, alpha: f64) -> Need {
+        use Param::*;
+        Need {
+            set,
+            any: !set.is_empty(),
+            pre: set.any(&[BIn, WIn, WO, WV, WQ, WK, WE, WPos]),
+            mlp_out: set.any(&[WOut, BOut, WU]),
+            values: set.any(&[WO, WV, WIn, WU, WE, WPos]),
+            scores: alpha != 0.0 && set.any(&[WQ, WK, WE, WPos]),
+            skip: set.any(&[WIn, WU, WE, WPos]),
+            embed: set.any(&[WE, WPos]),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding: the token and position rows, every map that reads them, and the skip path.
+
+/// A linear map `L` (`out × D`) that reads the residual stream, with the columns its image takes
+/// in the embedding's projections `XL`. Stored as in the checkpoint: row-major `(out, D)`, or
+/// `(D, out)` for `W_U`, whose transpose is the map.
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    param: Param,
+    w: &'a [f32],
+    out: usize,
+    col: usize,
+    transposed: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// `W_Q`, `W_K`, `W_V`, then the readout `Rd = [W_in; W_Uᵀ]` (the last two).
+    fn all(w: &Weights<'a>, z: Dims) -> [Reader<'a>; 5] {
+        let r = |param, w, out, col, transposed| Reader { param, w, out, col, transposed };
+        [
+            r(Param::WQ, w.w_q, z.hd, 0, false),
+            r(Param::WK, w.w_k, z.hd, z.hd, false),
+            r(Param::WV, w.w_v, z.hd, 2 * z.hd, false),
+            r(Param::WIn, w.w_in, z.m, z.col_read(), false),
+            r(Param::WU, w.w_u, z.v, z.col_read() + z.m, true),
+        ]
+    }
+
+    /// The map, `(out, D)`.
+    fn l(&self, d: usize) -> Mat<'a> {
+        if self.transposed {
+            Mat { data: self.w, off: 0, rs: 1, cs: self.out }
+        } else {
+            mat(self.w, d)
+        }
+    }
+
+    /// Adds `a·b` (`out × D`, `a` is `out × k`) to the map's gradient `dw`, in its stored layout.
+    fn add_grad(&self, dw: &mut [f32], a: Mat, b: Mat, k: usize, d: usize, par: Parallelism) {
+        if self.transposed {
+            gemm(dw, 0, self.out, true, b.t(), a.t(), d, self.out, k, par);
+        } else {
+            gemm(dw, 0, d, true, a, b, self.out, d, k, par);
+        }
+    }
+}
+
+/// The embedding block: `X`, the `V` token rows `W_E[:, x]` over the `T` position rows
+/// `W_pos[t]` (`V+T, D`), its image under every reader, `XL` (`V+T, P`), and the skip path
+/// `S[x] = Rd·(X[x] + X[V+T−1])` (`V, R`), the last position's embedding read out.
+struct Embed {
+    x: Vec<f32>,
+    xl: Vec<f32>,
+    skip: Vec<f32>,
+}
+
+impl Embed {
+    fn new(w: &Weights, z: Dims, readers: &[Reader; 5], ex: Exec) -> Embed {
+        let Dims { v, d, p, r, rows, .. } = z;
+        let mut x = vec![0.0f32; rows * d];
+        for (tok, row) in x.chunks_mut(d).take(v).enumerate() {
+            row.iter_mut().enumerate().for_each(|(j, y)| *y = w.w_e[j * v + tok]);
+        }
+        x[v * d..].copy_from_slice(w.w_pos);
+        let mut xl = vec![0.0f32; rows * p];
+        for rd in readers {
+            gemm(&mut xl, rd.col, p, false, mat(&x, d), rd.l(d).t(), rows, rd.out, d, ex.par());
+        }
+        let last = &xl[(rows - 1) * p + z.col_read()..][..r];
+        let mut skip = vec![0.0f32; v * r];
+        for (tok, row) in skip.chunks_mut(r).enumerate() {
+            let own = &xl[tok * p + z.col_read()..][..r];
+            row.iter_mut().zip(own.iter().zip(last)).for_each(|(y, (a, b))| *y = a + b);
+        }
+        Embed { x, xl, skip }
+    }
+
+    /// Per pair: the skip path starts the readout, `pre = S[ℓ][..M]`, `logit = S[ℓ][M..]`.
+    fn read_skip(&self, z: Dims, toks: &[u32], pre: &mut [f32], logit: &mut [f32]) {
+        let s = &self.skip[toks[z.t - 1] as usize * z.r..][..z.r];
+        pre.copy_from_slice(&s[..z.m]);
+        logit.copy_from_slice(&s[z.m..]);
+    }
+
+    /// `dS[x] = Σ dread` over the pairs whose last token is `x` (`V, R`; the `M` columns stay
+    /// zero when `dpre` is not computed).
+    fn skip_grads(&self, z: Dims, by: &ByToken, pair: &PairGrads, ex: Exec) -> Vec<f32> {
+        let mut ds = vec![0.0f32; z.v * z.r];
+        ex.each(ds.chunks_mut(z.r), |x, row| {
+            let (pre, logit) = row.split_at_mut(z.m);
+            for &i in by.pairs(z.t - 1, x) {
+                let (dpre, dlogit) = pair.dread(z, i as usize);
+                if !dpre.is_empty() {
+                    add(pre, dpre);
+                }
+                add(logit, dlogit);
+            }
+        });
+        ds
+    }
+
+    /// From the gradient of the projections `dxl` (the attention has filled its `Q`, `K`, `V`
+    /// columns; the skip's `dS` fills the readout's) to the readers' weights and `W_E`, `W_pos`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&self, z: Dims, need: &Need, readers: &[Reader; 5], ds: &[f32], dxl: &mut [f32], g: &mut Grads, ex: Exec) {
+        let Dims { v, d, p, r, rows, .. } = z;
+        if need.skip {
+            let col = z.col_read();
+            for (x, row) in ds.chunks(r).enumerate() {
+                dxl[x * p + col..][..r].copy_from_slice(row);
+                add(&mut dxl[(rows - 1) * p + col..][..r], row);
+            }
+        }
+        for rd in readers {
+            let scored = matches!(rd.param, Param::WQ | Param::WK);
+            if scored && !need.scores {
+                continue; // exactly zero: the weights do not depend on the scores
+            }
+            if let Some(dw) = g.get(rd.param) {
+                let dxl_t = Mat { data: dxl, off: rd.col, rs: 1, cs: p }; // (out, V+T)
+                rd.add_grad(dw, dxl_t, mat(&self.x, d), rows, d, ex.par());
+            }
+        }
+        if need.embed {
+            let mut dx = vec![0.0f32; rows * d];
+            for rd in readers {
+                let dxl_rd = Mat { data: dxl, off: rd.col, rs: p, cs: 1 }; // (V+T, out)
+                gemm(&mut dx, 0, d, true, dxl_rd, rd.l(d), rows, d, rd.out, ex.par());
+            }
+            if let Some(dw) = g.get(Param::WE) {
+                for (tok, row) in dx.chunks(d).take(v).enumerate() {
+                    row.iter().enumerate().for_each(|(j, y)| dw[j * v + tok] += y);
+                }
+            }
+            if let Some(dw) = g.get(Param::WPos) {
+                add(dw, &dx[v * d..]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention, with rate α.
+
+/// The attention block: per token the query at the last position `Q` (`V, H·dh`), the keys `K`
+/// (`T, V, H·dh`), `Gᵀ = (Rd·W_O)ᵀ` (`H·dh, R`) and each head's value read out,
+/// `OV_t[x, h] = G_h·V_t[x, h]` (`T, V, H, R`); per pair the weights and their sum `Σ A·OV`.
+struct Attention {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    gt: Vec<f32>,
+    ov: Vec<f32>,
+    alpha: f32,
+    scale: f32,
+}
+
+impl Attention {
+    fn new(w: &Weights, z: Dims, alpha: f32, embed: &Embed, readers: &[Reader; 5], ex: Exec) -> Attention {
+        let Dims { v, t, d, h, dh, hd, r, rows, p, .. } = z;
+        let xl = &embed.xl;
+        let (cq, ck, cv) = (0, hd, 2 * hd);
+        let row_sum = |a: usize, b: usize, col: usize, n: usize, out: &mut [f32]| {
+            out.iter_mut().zip(xl[a * p + col..][..n].iter().zip(&xl[b * p + col..][..n])).for_each(|(y, (x, z))| *y = x + z);
+        };
+        let mut q = vec![0.0f32; v * hd];
+        for (x, row) in q.chunks_mut(hd).enumerate() {
+            row_sum(x, rows - 1, cq, hd, row);
+        }
+        let mut k = vec![0.0f32; t * v * hd];
+        for (i, row) in k.chunks_mut(hd).enumerate() {
+            row_sum(i % v, v + i / v, ck, hd, row);
+        }
+        // Gᵀ = W_Oᵀ·Rdᵀ, then the values of the V + T embedding rows read out, head by head.
+        let mut gt = vec![0.0f32; hd * r];
+        let w_ot = Mat { data: w.w_o, off: 0, rs: 1, cs: hd }; // (H·dh, D)
+        for rd in &readers[3..] {
+            gemm(&mut gt, rd.col - z.col_read(), r, false, w_ot, rd.l(d).t(), hd, rd.out, d, ex.par());
+        }
+        let mut ovs = vec![0.0f32; rows * h * r];
+        for head in 0..h {
+            let xv = Mat { data: xl, off: cv + head * dh, rs: p, cs: 1 }; // (V+T, dh)
+            let gt_h = Mat { data: &gt, off: head * dh * r, rs: r, cs: 1 }; // (dh, R)
+            gemm(&mut ovs, head * r, h * r, false, xv, gt_h, rows, r, dh, ex.par());
+        }
+        let hr = h * r;
+        let mut ov = vec![0.0f32; t * v * hr];
+        for (i, row) in ov.chunks_mut(hr).enumerate() {
+            let (tok, pos) = (&ovs[(i % v) * hr..][..hr], &ovs[(v + i / v) * hr..][..hr]);
+            row.iter_mut().zip(tok.iter().zip(pos)).for_each(|(y, (a, b))| *y = a + b);
+        }
+        Attention { q, k, gt, ov, alpha, scale: 1.0 / (dh as f32).sqrt() }
+    }
+
+    fn q_row(&self, z: Dims, x: usize, head: usize) -> &[f32] {
+        &self.q[x * z.hd + head * z.dh..][..z.dh]
+    }
+
+    fn k_row(&self, z: Dims, pos: usize, x: usize, head: usize) -> &[f32] {
+        &self.k[(pos * z.v + x) * z.hd + head * z.dh..][..z.dh]
+    }
+
+    fn ov_row(&self, z: Dims, pos: usize, x: usize, head: usize) -> &[f32] {
+        &self.ov[((pos * z.v + x) * z.h + head) * z.r..][..z.r]
+    }
+
+    /// The weights of one pair's last position, each `(H, T)`: `sm = softmax_t(q·k/√dh)` and
+    /// `a = α·sm + (1 − α)`.
+    fn weights(&self, z: Dims, toks: &[u32], sm: &mut [f32], a: &mut [f32]) {
+        let last = toks[z.t - 1] as usize;
+        for head in 0..z.h {
+            let q = self.q_row(z, last, head);
+            let row = &mut sm[head * z.t..(head + 1) * z.t];
+            for (pos, s) in row.iter_mut().enumerate() {
+                *s = dot(q, self.k_row(z, pos, toks[pos] as usize, head)) * self.scale;
+            }
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0.0;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for (s, a) in row.iter_mut().zip(&mut a[head * z.t..(head + 1) * z.t]) {
+                *s /= sum;
+                *a = self.alpha * *s + (1.0 - self.alpha);
+            }
+        }
+    }
+
+    /// The attention output at the last position, read out: `(pre, logit) += Σ_{h,t} a·OV_t[x_t, h]`.
+    fn read(&self, z: Dims, toks: &[u32], a: &[f32], pre: &mut [f32], logit: &mut [f32]) {
+        for head in 0..z.h {
+            for (pos, &x) in toks.iter().enumerate() {
+                let (coef, row) = (a[head * z.t + pos], self.ov_row(z, pos, x as usize, head));
+                axpy(pre, coef, &row[..z.m]);
+                axpy(logit, coef, &row[z.m..]);
+            }
+        }
+    }
+
+    /// Backward of [`Attention::read`] and [`Attention::weights`] for one pair: from the readout's
+    /// gradient `(dpre, dlogit)` to the scores' `ds = ∂loss/∂(q·k)`, written over `sm` (`H, T`).
+    fn backward_pair(&self, z: Dims, toks: &[u32], dpre: &[f32], dlogit: &[f32], sm: &mut [f32], da: &mut [f32]) {
+        for head in 0..z.h {
+            for (pos, &x) in toks.iter().enumerate() {
+                let row = self.ov_row(z, pos, x as usize, head);
+                da[pos] = dot(dpre, &row[..z.m]) + dot(dlogit, &row[z.m..]);
+            }
+            // Softmax backward of α·softmax(s): ds = α·sm ⊙ (dA − Σ sm·dA).
+            let s = &mut sm[head * z.t..(head + 1) * z.t];
+            let mean: f32 = s.iter().zip(&*da).map(|(s, d)| s * d).sum();
+            for (s, d) in s.iter_mut().zip(&*da) {
+                *s = self.alpha * *s * (d - mean) * self.scale;
+            }
+        }
+    }
+
+    /// Backward of the tables: sums the pairs' gradients into `dOV`, `dK` and `dQ` by token, then
+    /// from those to `W_O`, the readout's share of `W_in` and `W_U` (through `G`), and the `Q`, `K`,
+    /// `V` columns of the embedding's `dxl`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&self, w: &Weights, z: Dims, need: &Need, embed: &Embed, readers: &[Reader; 5], by: &ByToken, pair: &PairGrads, dxl: &mut [f32], g: &mut Grads, ex: Exec) {
+        let Dims { v, t, d, h, dh, hd, m, r, rows, p } = z;
+        if need.values {
+            // dOV_t[x, h] = Σ a_{h,t}·dread, then dOV of the V + T embedding rows.
+            let hr = h * r;
+            let mut dov = vec![0.0f32; t * v * hr];
+            ex.each(dov.chunks_mut(hr), |i, row| {
+                let (pos, x) = (i / v, i % v);
+                for &i in by.pairs(pos, x) {
+                    let (a, (dpre, dlogit)) = (pair.a(z, i as usize), pair.dread(z, i as usize));
+                    for (head, row) in row.chunks_mut(r).enumerate() {
+                        let coef = a[head * t + pos];
+                        if !dpre.is_empty() {
+                            axpy(&mut row[..m], coef, dpre);
+                        }
+                        axpy(&mut row[m..], coef, dlogit);
+                    }
+                }
+            });
+            let mut dovs = vec![0.0f32; rows * hr];
+            for (i, row) in dov.chunks(hr).enumerate() {
+                add(&mut dovs[(i % v) * hr..][..hr], row);
+                add(&mut dovs[(v + i / v) * hr..][..hr], row);
+            }
+            // OV = V·Gᵀ per head: dGᵀ_h = V_hᵀ·dOV_h, dV_h = dOV_h·G_h.
+            let mut dgt = vec![0.0f32; hd * r];
+            for head in 0..h {
+                let dov_h = Mat { data: &dovs, off: head * r, rs: hr, cs: 1 }; // (V+T, R)
+                let xv_t = Mat { data: &embed.xl, off: 2 * hd + head * dh, rs: 1, cs: p }; // (dh, V+T)
+                gemm(&mut dgt, head * dh * r, r, false, xv_t, dov_h, dh, r, rows, ex.par());
+                if need.set.any(&[Param::WV, Param::WE, Param::WPos]) {
+                    let g_h = Mat { data: &self.gt, off: head * dh * r, rs: 1, cs: r }; // (R, dh)
+                    gemm(dxl, 2 * hd + head * dh, p, false, dov_h, g_h, rows, dh, r, ex.par());
+                }
+            }
+            // G = Rd·W_O: dW_O = Rdᵀ·dG, dRd += dG·W_Oᵀ.
+            for rd in &readers[3..] {
+                let dg = Mat { data: &dgt, off: rd.col - z.col_read(), rs: 1, cs: r }; // (out, H·dh)
+                if let Some(dw) = g.get(Param::WO) {
+                    gemm(dw, 0, hd, true, rd.l(d).t(), dg, d, hd, rd.out, ex.par());
+                }
+                if let Some(dw) = g.get(rd.param) {
+                    rd.add_grad(dw, dg, Mat { data: w.w_o, off: 0, rs: 1, cs: hd }, hd, d, ex.par());
+                }
+            }
+        }
+        if need.scores {
+            // dK_t[x, h] = Σ ds_{h,t}·q_h over the pairs with x at t; dQ[x, h] = Σ_t ds_{h,t}·k_{t,h}
+            // over the pairs whose last token is x.
+            let mut dk = vec![0.0f32; t * v * hd];
+            ex.each(dk.chunks_mut(hd), |i, row| {
+                let (pos, x) = (i / v, i % v);
+                for &i in by.pairs(pos, x) {
+                    let (ds, last) = (pair.ds(z, i as usize), pair.tokens(z, i as usize)[t - 1] as usize);
+                    for (head, row) in row.chunks_mut(dh).enumerate() {
+                        axpy(row, ds[head * t + pos], self.q_row(z, last, head));
+                    }
+                }
+            });
+            let mut dq = vec![0.0f32; v * hd];
+            ex.each(dq.chunks_mut(hd), |x, row| {
+                for &i in by.pairs(t - 1, x) {
+                    let (ds, toks) = (pair.ds(z, i as usize), pair.tokens(z, i as usize));
+                    for (head, row) in row.chunks_mut(dh).enumerate() {
+                        for (pos, &y) in toks.iter().enumerate() {
+                            axpy(row, ds[head * t + pos], self.k_row(z, pos, y as usize, head));
+                        }
+                    }
+                }
+            });
+            // Q[x] = XL[x] + XL[V+T−1] and K_t[x] = XL[x] + XL[V+t], in the Q and K columns.
+            let (cq, ck) = (0, hd);
+            for x in 0..v {
+                dxl[x * p + cq..][..hd].copy_from_slice(&dq[x * hd..][..hd]);
+                add(&mut dxl[(rows - 1) * p + cq..][..hd], &dq[x * hd..][..hd]);
+                for pos in 0..t {
+                    let row = &dk[(pos * v + x) * hd..][..hd];
+                    add(&mut dxl[x * p + ck..][..hd], row);
+                    add(&mut dxl[(v + pos) * p + ck..][..hd], row);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLP, read through the unembedding.
+
+/// The MLP block: `act = relu(pre + b_in)` per pair, and its output read by the unembedding,
+/// `U·act + c` with `U = W_Uᵀ·W_out` (`V, M`) and `c = W_Uᵀ·b_out` (`V`): the output never exists
+/// in d_model.
+struct Mlp {
+    u: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Mlp {
+    fn new(w: &Weights, z: Dims, ex: Exec) -> Mlp {
+        let Dims { v, d, m, .. } = z;
+        let w_ut = Mat { data: w.w_u, off: 0, rs: 1, cs: v }; // (V, D)
+        let mut u = vec![0.0f32; v * m];
+        gemm(&mut u, 0, m, false, w_ut, mat(w.w_out, m), v, m, d, ex.par());
+        let mut c = vec![0.0f32; v];
+        gemm(&mut c, 0, 1, false, w_ut, mat(w.b_out, 1), v, 1, d, Parallelism::None);
+        Mlp { u, c }
+    }
+
+    /// Per pair: `pre ← relu(pre + b_in)` (the activation) and `logit += c`.
+    fn activate(&self, w: &Weights, pre: &mut [f32], logit: &mut [f32]) {
+        pre.iter_mut().zip(w.b_in).for_each(|(x, b)| *x = (*x + b).max(0.0));
+        add(logit, &self.c);
+    }
+
+    /// All pairs: `logits += act·Uᵀ`.
+    fn forward(&self, z: Dims, act: &[f32], logits: &mut [f32], ex: Exec) {
+        let b = act.len() / z.m;
+        gemm(logits, 0, z.v, true, mat(act, z.m), Mat { data: &self.u, off: 0, rs: 1, cs: z.m }, b, z.v, z.m, ex.par());
+    }
+
+    /// All pairs: `dU = dlogitsᵀ·act` (when needed) and `dpre = (dlogits·U) ⊙ [act > 0]` (when
+    /// needed; ReLU's derivative at 0 is 0, as PyTorch's). Empty when not needed.
+    fn backward_pairs(&self, z: Dims, need: &Need, act: &[f32], dlogits: &[f32], ex: Exec) -> (Vec<f32>, Vec<f32>) {
+        let Dims { v, m, .. } = z;
+        let b = act.len() / m;
+        let mut du = Vec::new();
+        if need.mlp_out {
+            du = vec![0.0f32; v * m];
+            gemm(&mut du, 0, m, false, Mat { data: dlogits, off: 0, rs: 1, cs: v }, mat(act, m), v, m, b, ex.par());
+        }
+        let mut dpre = Vec::new();
+        if need.pre {
+            dpre = vec![0.0f32; b * m];
+            gemm(&mut dpre, 0, m, false, mat(dlogits, v), mat(&self.u, m), b, m, v, ex.par());
+            ex.each(dpre.chunks_mut(CHUNK * m).zip(act.chunks(CHUNK * m)), |_, (g, a)| {
+                g.iter_mut().zip(a).for_each(|(g, &a)| if a <= 0.0 { *g = 0.0 });
+            });
+        }
+        (du, dpre)
+    }
+
+    /// From `dU` and the skip's `dS` (whose columns summed over tokens are the bias gradients:
+    /// every pair's `dpre` and `dlogits` land in exactly one row) to `W_out`, `b_out`, `b_in` and
+    /// the MLP's share of `W_U`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&self, w: &Weights, z: Dims, need: &Need, du: &[f32], ds: &[f32], g: &mut Grads, ex: Exec) {
+        let Dims { v, d, m, r, .. } = z;
+        let mut sums = vec![0.0f32; r];
+        for row in ds.chunks(r) {
+            add(&mut sums, row);
+        }
+        let (db_in, dc) = sums.split_at(m);
+        if let Some(dw) = g.get(Param::BIn) {
+            dw.copy_from_slice(db_in);
+        }
+        if !need.mlp_out {
+            return;
+        }
+        if let Some(dw) = g.get(Param::WOut) {
+            gemm(dw, 0, m, true, mat(w.w_u, v), mat(du, m), d, m, v, ex.par());
+        }
+        if let Some(dw) = g.get(Param::WU) {
+            gemm(dw, 0, v, true, mat(w.w_out, m), Mat { data: du, off: 0, rs: 1, cs: m }, d, v, m, ex.par());
+            for (row, &bo) in dw.chunks_mut(v).zip(w.b_out) {
+                axpy(row, bo, dc);
+            }
+        }
+        if let Some(dw) = g.get(Param::BOut) {
+            for (y, row) in dw.iter_mut().zip(w.w_u.chunks(v)) {
+                *y += dot(row, dc);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loss.
+
+/// Mean cross-entropy of the logits (`B × V`) in float64 and the number of rows whose largest
+/// logit is the label; with `grad`, `logits` becomes `∂loss/∂logits`.
+fn cross_entropy(logits: &mut [f32], labels: &[u32], v: usize, grad: bool, ex: Exec) -> (f64, usize) {
+    let b = labels.len();
+    let mut parts = vec![(0.0f64, 0usize); b.div_ceil(CHUNK)];
+    ex.each(logits.chunks_mut(CHUNK * v).zip(labels.chunks(CHUNK)).zip(parts.iter_mut()), |_, ((logits, labels), part)| {
+        let mut e = vec![0.0f64; v];
+        for (row, &lab) in logits.chunks_mut(v).zip(labels) {
+            let lab = lab as usize;
+            let (mut best, mut arg) = (f32::NEG_INFINITY, 0);
+            for (j, &x) in row.iter().enumerate() {
+                if x > best {
+                    best = x;
+                    arg = j;
+                }
+            }
+            part.1 += usize::from(arg == lab);
+            let max = best as f64;
+            e.iter_mut().zip(row.iter()).for_each(|(e, &x)| *e = (x as f64 - max).exp());
+            let sum: f64 = e.iter().sum();
+            part.0 += max + sum.ln() - row[lab] as f64;
+            if grad {
+                for (j, (x, e)) in row.iter_mut().zip(&e).enumerate() {
+                    *x = ((e / sum - f64::from(u8::from(j == lab))) / b as f64) as f32;
+                }
+            }
+        }
+    });
+    let (loss, correct) = parts.iter().fold((0.0, 0), |(l, c), p| (l + p.0, c + p.1));
+    (loss / b as f64, correct)
+}
+
+// ---------------------------------------------------------------------------------------------
+// From pairs to tokens.
+
+/// What the backward keeps per pair: tokens, the attention weights `A` and the scores' `ds`
+/// (`att`: per pair `ds` or softmax, then `A`, each `H, T`), and the readout's gradient
+/// `(dpre, dlogits)` (`dpre` empty when not computed).
+struct PairGrads<'a> {
+    att: &'a [f32],
+    dpre: &'a [f32],
+    dlogits: &'a [f32],
+    tokens: &'a [u32],
+}
+
+impl PairGrads<'_> {
+    fn tokens(&self, z: Dims, i: usize) -> &[u32] {
+        &self.tokens[i * z.t..(i + 1) * z.t]
+    }
+    fn ds(&self, z: Dims, i: usize) -> &[f32] {
+        let ht = z.h * z.t;
+        &self.att[i * 2 * ht..][..ht]
+    }
+    fn a(&self, z: Dims, i: usize) -> &[f32] {
+        let ht = z.h * z.t;
+        &self.att[i * 2 * ht + ht..][..ht]
+    }
+    fn dread(&self, z: Dims, i: usize) -> (&[f32], &[f32]) {
+        let dpre = if self.dpre.is_empty() { &[][..] } else { &self.dpre[i * z.m..(i + 1) * z.m] };
+        (dpre, &self.dlogits[i * z.v..(i + 1) * z.v])
+    }
+}
+
+/// The pairs holding each token at each position, in pair order: every per-token gradient is a
+/// sum over one of these lists, accumulated by one thread, so no two threads add into one sum.
+struct ByToken {
+    start: Vec<usize>, // (T, V+1): offsets into the position's block of `pairs`
+    pairs: Vec<u32>,   // (T, B)
+    v: usize,
+    b: usize,
+}
+
+impl ByToken {
+    fn new(tokens: &[u32], b: usize, z: Dims) -> ByToken {
+        let (v, t) = (z.v, z.t);
+        let mut start = vec![0usize; t * (v + 1)];
+        for (i, &x) in tokens.iter().enumerate() {
+            start[(i % t) * (v + 1) + x as usize + 1] += 1;
+        }
+        for pos in 0..t {
+            for x in 0..v {
+                start[pos * (v + 1) + x + 1] += start[pos * (v + 1) + x];
+            }
+        }
+        let mut next = start.clone();
+        let mut pairs = vec![0u32; t * b];
+        for (i, &x) in tokens.iter().enumerate() {
+            let (pair, pos) = (i / t, i % t);
+            let slot = &mut next[pos * (v + 1) + x as usize];
+            pairs[pos * b + *slot] = pair as u32;
+            *slot += 1;
+        }
+        ByToken { start, pairs, v, b }
+    }
+
+    /// The pairs whose token at `pos` is `x`, in increasing order.
+    fn pairs(&self, pos: usize, x: usize) -> &[u32] {
+        let s = &self.start[pos * (self.v + 1)..];
+        &self.pairs[pos * self.b + s[x]..pos * self.b + s[x + 1]]
+    }
+}
+
+/// Gradients being accumulated: a zeroed buffer for each tensor asked for.
+struct Grads {
+    bufs: BTreeMap<Param, Vec<f32>>,
+}
+
+impl Grads {
+    fn new(set: ParamSet, cfg: &ModelConfig) -> Grads {
+        Grads { bufs: set.iter().map(|p| (p, vec![0.0; p.len(cfg)])).collect() }
+    }
+
+    /// The buffer of `p`, if its gradient was asked for.
+    fn get(&mut self, p: Param) -> Option<&mut [f32]> {
+        self.bufs.get_mut(&p).map(Vec::as_mut_slice)
+    }
+
+    fn into_map(self) -> BTreeMap<String, Vec<f32>> {
+        self.bufs.into_iter().map(|(p, g)| (p.name().to_string(), g)).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels.
+
+/// How many threads the pass may use.
+#[derive(Clone, Copy)]
+struct Exec {
+    threads: usize,
+}
+
+impl Exec {
+    fn par(self) -> Parallelism {
+        if self.threads > 1 {
+            Parallelism::Rayon(self.threads)
+        } else {
+            Parallelism::None
+        }
+    }
+
+    /// `f(index, item)` for every item, on rayon when more than one thread is allowed. Each item
+    /// must write only its own outputs.
+    fn each<I, F>(self, items: I, f: F)
+    where
+        I: Iterator + Send,
+        I::Item: Send,
+        F: Fn(usize, I::Item) + Sync + Send,
+    {
+        if self.threads > 1 {
+            items.enumerate().par_bridge().for_each(|(i, x)| f(i, x));
+        } else {
+            items.enumerate().for_each(|(i, x)| f(i, x));
+        }
+    }
+}
+
+/// `Σ x_i·y_i` with eight partial sums in a fixed pattern: it vectorises, and every machine
+/// gets the same bits.
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [0.0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (a, b) in xr.iter().zip(yr) {
+        s += a * b;
+    }
+    s
+}
+
+/// `y += a·x`.
+#[inline]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+/// `y += x`.
+#[inline]
+fn add(y: &mut [f32], x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
+}
+
+/// Matrix view: element `(i, j)` at `off + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct Mat<'a> {
     data: &'a [f32],
@@ -42,12 +919,16 @@ struct Mat<'a> {
     cs: usize,
 }
 
-fn mat(data: &[f32], cols: usize) -> Mat<'_> {
-    Mat { data, off: 0, rs: cols, cs: 1 }
+impl Mat<'_> {
+    /// The transpose (the same elements).
+    fn t(self) -> Self {
+        Mat { rs: self.cs, cs: self.rs, ..self }
+    }
 }
 
-fn mat_t(data: &[f32], cols: usize) -> Mat<'_> {
-    Mat { data, off: 0, rs: 1, cs: cols }
+/// A row-major `(·, cols)` matrix.
+fn mat(data: &[f32], cols: usize) -> Mat<'_> {
+    Mat { data, off: 0, rs: cols, cs: 1 }
 }
 
 /// `dst[m×n] (+)= a[m×k] · b[k×n]`, dst row-major with row stride `dst_rs` from `dst_off`.
@@ -80,346 +961,4 @@ fn gemm(dst: &mut [f32], dst_off: usize, dst_rs: usize, acc: bool, a: Mat, b: Ma
             1.0, 1.0, false, false, false, par,
         );
     }
-}
-
-/// The weights of a one-layer model, flat and row-major, under the checkpoint names.
-pub struct Weights<'a> {
-    w_e: &'a [f32],   // (D, V)
-    w_pos: &'a [f32], // (T, D)
-    w_q: &'a [f32],   // (H·dh, D)
-    w_k: &'a [f32],
-    w_v: &'a [f32],
-    w_o: &'a [f32],   // (D, H·dh)
-    w_in: &'a [f32],  // (M, D)
-    b_in: &'a [f32],  // (M)
-    w_out: &'a [f32], // (D, M)
-    b_out: &'a [f32], // (D)
-    w_u: &'a [f32],   // (D, V)
-}
-
-impl<'a> Weights<'a> {
-    /// Borrows the tensors of a one-layer model by name.
-    pub fn from_map(w: &'a BTreeMap<String, Vec<f32>>) -> anyhow::Result<Weights<'a>> {
-        let get = |k: &str| w.get(k).map(Vec::as_slice).ok_or_else(|| anyhow::anyhow!("missing tensor `{k}`"));
-        Ok(Weights {
-            w_e: get("embed.W_E")?,
-            w_pos: get("pos_embed.W_pos")?,
-            w_q: get("blocks.0.attn.W_Q")?,
-            w_k: get("blocks.0.attn.W_K")?,
-            w_v: get("blocks.0.attn.W_V")?,
-            w_o: get("blocks.0.attn.W_O")?,
-            w_in: get("blocks.0.mlp.W_in")?,
-            b_in: get("blocks.0.mlp.b_in")?,
-            w_out: get("blocks.0.mlp.W_out")?,
-            b_out: get("blocks.0.mlp.b_out")?,
-            w_u: get("unembed.W_U")?,
-        })
-    }
-}
-
-/// Loss, correct count and (optionally) gradients of a batch.
-pub struct Output {
-    /// Mean cross-entropy in float64.
-    pub loss: f64,
-    /// Rows whose largest logit is the label.
-    pub correct: usize,
-    /// Gradient of `loss` for every tensor, by checkpoint name (when asked for).
-    pub grads: Option<BTreeMap<String, Vec<f32>>>,
-}
-
-/// Per-token tables (see the module docs).
-struct Tables {
-    h0: Vec<Vec<f32>>, // per position: (V, D)
-    k: Vec<Vec<f32>>,  // per position: (V, HD)
-    v: Vec<Vec<f32>>,  // per position: (V, HD)
-    q: Vec<f32>,       // last position: (V, HD)
-    vo: Vec<Vec<f32>>, // per position: (V, H, D)
-}
-
-/// Sizes, named once.
-#[derive(Clone, Copy)]
-struct Dims {
-    v: usize,
-    t: usize,
-    d: usize,
-    h: usize,
-    dh: usize,
-    hd: usize,
-    m: usize,
-}
-
-fn tables(w: &Weights, z: Dims, par: Parallelism) -> Tables {
-    let Dims { v, t, d, h, dh, hd, .. } = z;
-    let h0: Vec<Vec<f32>> = (0..t)
-        .map(|pos| {
-            let mut out = vec![0.0; v * d];
-            for x in 0..v {
-                for j in 0..d {
-                    out[x * d + j] = w.w_e[j * v + x] + w.w_pos[pos * d + j];
-                }
-            }
-            out
-        })
-        .collect();
-    let proj = |src: &[f32], wt: &[f32]| {
-        let mut out = vec![0.0; v * hd];
-        gemm(&mut out, 0, hd, false, mat(src, d), mat_t(wt, d), v, hd, d, par);
-        out
-    };
-    let k: Vec<Vec<f32>> = h0.iter().map(|x| proj(x, w.w_k)).collect();
-    let vv: Vec<Vec<f32>> = h0.iter().map(|x| proj(x, w.w_v)).collect();
-    let q = proj(&h0[t - 1], w.w_q);
-    let vo = vv
-        .iter()
-        .map(|vt| {
-            let mut out = vec![0.0; v * h * d];
-            for head in 0..h {
-                let a = Mat { data: vt, off: head * dh, rs: hd, cs: 1 };
-                let b = Mat { data: w.w_o, off: head * dh, rs: 1, cs: hd };
-                gemm(&mut out, head * d, h * d, false, a, b, v, d, dh, par);
-            }
-            out
-        })
-        .collect();
-    Tables { h0, k, v: vv, q, vo }
-}
-
-/// Attention weights of one pair: `sm` (softmax) and `a = α·sm + (1−α)`, each `(H, T)`.
-fn attention(tb: &Tables, toks: &[u32], z: Dims, alpha: f32, sm: &mut [f32], a: &mut [f32]) {
-    let last = toks[z.t - 1] as usize;
-    let scale = 1.0 / (z.dh as f32).sqrt();
-    for head in 0..z.h {
-        let qv = &tb.q[last * z.hd + head * z.dh..][..z.dh];
-        let mut max = f32::NEG_INFINITY;
-        for pos in 0..z.t {
-            let kv = &tb.k[pos][toks[pos] as usize * z.hd + head * z.dh..][..z.dh];
-            let s = qv.iter().zip(kv).map(|(x, y)| x * y).sum::<f32>() * scale;
-            sm[head * z.t + pos] = s;
-            max = max.max(s);
-        }
-        let row = &mut sm[head * z.t..(head + 1) * z.t];
-        let mut sum = 0.0;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        for (pos, s) in row.iter_mut().enumerate() {
-            *s /= sum;
-            a[head * z.t + pos] = alpha * *s + (1.0 - alpha);
-        }
-    }
-}
-
-/// Loss (and gradients) of the rows given by `tokens` (`B × n_ctx`) and `labels` (`B`).
-pub fn loss_and_grad(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[u32], want_grad: bool, threads: usize) -> Output {
-    let z = Dims { v: cfg.vocab, t: cfg.n_ctx, d: cfg.d_model, h: cfg.n_heads, dh: cfg.d_head, hd: cfg.n_heads * cfg.d_head, m: cfg.d_mlp };
-    let Dims { v, t, d, h, hd, m, .. } = z;
-    let b = labels.len();
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    let alpha = cfg.alpha as f32;
-    let tb = tables(w, z, par);
-    let n_chunks = b.div_ceil(CHUNK);
-
-    // Per pair: attention weights and the residual stream at the last position.
-    let mut sm = vec![0.0f32; b * h * t];
-    let mut att = vec![0.0f32; b * h * t];
-    let mut resid = vec![0.0f32; b * d];
-    let per_pair = |(((toks, labs), (sm, att)), resid): (((&[u32], &[u32]), (&mut [f32], &mut [f32])), &mut [f32])| {
-        for i in 0..labs.len() {
-            let tk = &toks[i * t..(i + 1) * t];
-            let (s, a) = (&mut sm[i * h * t..(i + 1) * h * t], &mut att[i * h * t..(i + 1) * h * t]);
-            attention(&tb, tk, z, alpha, s, a);
-            let r = &mut resid[i * d..(i + 1) * d];
-            r.copy_from_slice(&tb.h0[t - 1][tk[t - 1] as usize * d..][..d]);
-            for head in 0..h {
-                for pos in 0..t {
-                    let coef = a[head * t + pos];
-                    let row = &tb.vo[pos][(tk[pos] as usize * h + head) * d..][..d];
-                    r.iter_mut().zip(row).for_each(|(x, y)| *x += coef * y);
-                }
-            }
-        }
-    };
-    let iter = tokens.chunks(CHUNK * t).zip(labels.chunks(CHUNK)).zip(sm.chunks_mut(CHUNK * h * t).zip(att.chunks_mut(CHUNK * h * t))).zip(resid.chunks_mut(CHUNK * d));
-    if threads > 1 { iter.par_bridge().for_each(per_pair) } else { iter.for_each(per_pair) }
-
-    // MLP and unembedding.
-    let mut act = vec![0.0f32; b * m];
-    for row in act.chunks_mut(m) {
-        row.copy_from_slice(w.b_in);
-    }
-    gemm(&mut act, 0, m, true, mat(&resid, d), mat_t(w.w_in, d), b, m, d, par);
-    act.iter_mut().for_each(|x| *x = x.max(0.0));
-    let mut out = resid.clone();
-    for row in out.chunks_mut(d) {
-        row.iter_mut().zip(w.b_out).for_each(|(x, y)| *x += y);
-    }
-    gemm(&mut out, 0, d, true, mat(&act, m), mat_t(w.w_out, m), b, d, m, par);
-    let mut logits = vec![0.0f32; b * v];
-    gemm(&mut logits, 0, v, false, mat(&out, d), mat(w.w_u, v), b, v, d, par);
-
-    // Float64 cross-entropy; `logits` becomes d loss / d logits.
-    let mut loss = 0.0f64;
-    let mut correct = 0usize;
-    for (row, &lab) in logits.chunks_mut(v).zip(labels) {
-        let lab = lab as usize;
-        let (mut best, mut arg) = (f32::NEG_INFINITY, 0);
-        for (j, &x) in row.iter().enumerate() {
-            if x > best {
-                best = x;
-                arg = j;
-            }
-        }
-        correct += usize::from(arg == lab);
-        let max = best as f64;
-        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-        let lse = max + sum.ln();
-        loss += lse - row[lab] as f64;
-        if want_grad {
-            for (j, x) in row.iter_mut().enumerate() {
-                let p = ((*x as f64) - lse).exp();
-                *x = ((p - f64::from(u8::from(j == lab))) / b as f64) as f32;
-            }
-        }
-    }
-    let loss = loss / b as f64;
-    if !want_grad {
-        return Output { loss, correct, grads: None };
-    }
-    let dlogits = logits;
-
-    // Backward through the unembedding and the MLP.
-    let mut g: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    let mut d_wu = vec![0.0f32; d * v];
-    gemm(&mut d_wu, 0, v, false, mat_t(&out, d), mat(&dlogits, v), d, v, b, par);
-    let mut dout = vec![0.0f32; b * d];
-    gemm(&mut dout, 0, d, false, mat(&dlogits, v), mat_t(w.w_u, v), b, d, v, par);
-    let d_bout = col_sums(&dout, d);
-    let mut d_wout = vec![0.0f32; d * m];
-    gemm(&mut d_wout, 0, m, false, mat_t(&dout, d), mat(&act, m), d, m, b, par);
-    let mut dpre = vec![0.0f32; b * m];
-    gemm(&mut dpre, 0, m, false, mat(&dout, d), mat(w.w_out, m), b, m, d, par);
-    dpre.iter_mut().zip(&act).for_each(|(g, &a)| if a <= 0.0 { *g = 0.0 });
-    let d_bin = col_sums(&dpre, m);
-    let mut d_win = vec![0.0f32; m * d];
-    gemm(&mut d_win, 0, d, false, mat_t(&dpre, m), mat(&resid, d), m, d, b, par);
-    let mut dresid = dout;
-    gemm(&mut dresid, 0, d, true, mat(&dpre, m), mat(w.w_in, d), b, d, m, par);
-
-    // Backward through attention, scattered into per-token tables chunk by chunk.
-    struct Acc {
-        dvo: Vec<Vec<f32>>,
-        dk: Vec<Vec<f32>>,
-        dq: Vec<f32>,
-        dh0_last: Vec<f32>,
-    }
-    let scale = 1.0 / (z.dh as f32).sqrt();
-    let chunk_grads = |c: usize| -> Acc {
-        let mut acc = Acc { dvo: vec![vec![0.0; v * h * d]; t], dk: vec![vec![0.0; v * hd]; t], dq: vec![0.0; v * hd], dh0_last: vec![0.0; v * d] };
-        let mut da = vec![0.0f32; h * t];
-        for i in c * CHUNK..((c + 1) * CHUNK).min(b) {
-            let tk = &tokens[i * t..(i + 1) * t];
-            let last = tk[t - 1] as usize;
-            let dr = &dresid[i * d..(i + 1) * d];
-            acc.dh0_last[last * d..][..d].iter_mut().zip(dr).for_each(|(x, y)| *x += y);
-            let a = &att[i * h * t..(i + 1) * h * t];
-            let s = &sm[i * h * t..(i + 1) * h * t];
-            for head in 0..h {
-                for pos in 0..t {
-                    let base = (tk[pos] as usize * h + head) * d;
-                    let vo = &tb.vo[pos][base..base + d];
-                    da[head * t + pos] = vo.iter().zip(dr).map(|(x, y)| x * y).sum();
-                    let coef = a[head * t + pos];
-                    acc.dvo[pos][base..base + d].iter_mut().zip(dr).for_each(|(x, y)| *x += coef * y);
-                }
-                // Softmax backward of α·softmax(s): ds = sm ⊙ (α·dA − Σ sm·α·dA).
-                let dot: f32 = (0..t).map(|pos| s[head * t + pos] * da[head * t + pos]).sum();
-                let qv = &tb.q[last * hd + head * z.dh..][..z.dh];
-                for pos in 0..t {
-                    let ds = alpha * s[head * t + pos] * (da[head * t + pos] - dot) * scale;
-                    if ds == 0.0 {
-                        continue;
-                    }
-                    let koff = tk[pos] as usize * hd + head * z.dh;
-                    let kv = &tb.k[pos][koff..koff + z.dh];
-                    acc.dq[last * hd + head * z.dh..][..z.dh].iter_mut().zip(kv).for_each(|(x, y)| *x += ds * y);
-                    acc.dk[pos][koff..koff + z.dh].iter_mut().zip(qv).for_each(|(x, y)| *x += ds * y);
-                }
-            }
-        }
-        acc
-    };
-    let parts: Vec<Acc> = if threads > 1 { (0..n_chunks).into_par_iter().map(chunk_grads).collect() } else { (0..n_chunks).map(chunk_grads).collect() };
-    let mut parts = parts.into_iter();
-    let mut acc = parts.next().unwrap_or_else(|| chunk_grads(usize::MAX / CHUNK));
-    for p in parts {
-        add(&mut acc.dh0_last, &p.dh0_last);
-        add(&mut acc.dq, &p.dq);
-        for pos in 0..t {
-            add(&mut acc.dvo[pos], &p.dvo[pos]);
-            add(&mut acc.dk[pos], &p.dk[pos]);
-        }
-    }
-
-    // From the tables back to the weights.
-    let mut d_wo = vec![0.0f32; d * hd];
-    let mut d_wq = vec![0.0f32; hd * d];
-    let mut d_wk = vec![0.0f32; hd * d];
-    let mut d_wv = vec![0.0f32; hd * d];
-    let mut dh0: Vec<Vec<f32>> = vec![vec![0.0; v * d]; t];
-    add(&mut dh0[t - 1], &acc.dh0_last);
-    for pos in 0..t {
-        let mut dvv = vec![0.0f32; v * hd];
-        for head in 0..h {
-            // VO[x, head, :] = W_O[:, head-block] · V[x, head-block]
-            let dvo = Mat { data: &acc.dvo[pos], off: head * d, rs: 1, cs: h * d };
-            let vt = Mat { data: &tb.v[pos], off: head * z.dh, rs: hd, cs: 1 };
-            gemm(&mut d_wo, head * z.dh, hd, true, dvo, vt, d, z.dh, v, par);
-            let dvo_rows = Mat { data: &acc.dvo[pos], off: head * d, rs: h * d, cs: 1 };
-            let wo = Mat { data: w.w_o, off: head * z.dh, rs: hd, cs: 1 };
-            gemm(&mut dvv, head * z.dh, hd, false, dvo_rows, wo, v, z.dh, d, par);
-        }
-        for (dtab, wt, dw) in [(&dvv, w.w_v, &mut d_wv), (&acc.dk[pos], w.w_k, &mut d_wk)] {
-            gemm(dw, 0, d, true, mat_t(dtab, hd), mat(&tb.h0[pos], d), hd, d, v, par);
-            gemm(&mut dh0[pos], 0, d, true, mat(dtab, hd), mat(wt, d), v, d, hd, par);
-        }
-    }
-    gemm(&mut d_wq, 0, d, true, mat_t(&acc.dq, hd), mat(&tb.h0[t - 1], d), hd, d, v, par);
-    gemm(&mut dh0[t - 1], 0, d, true, mat(&acc.dq, hd), mat(w.w_q, d), v, d, hd, par);
-    let mut d_we = vec![0.0f32; d * v];
-    let mut d_pos = vec![0.0f32; t * d];
-    for pos in 0..t {
-        for x in 0..v {
-            for j in 0..d {
-                let gval = dh0[pos][x * d + j];
-                d_we[j * v + x] += gval;
-                d_pos[pos * d + j] += gval;
-            }
-        }
-    }
-    g.insert("embed.W_E".into(), d_we);
-    g.insert("pos_embed.W_pos".into(), d_pos);
-    g.insert("blocks.0.attn.W_Q".into(), d_wq);
-    g.insert("blocks.0.attn.W_K".into(), d_wk);
-    g.insert("blocks.0.attn.W_V".into(), d_wv);
-    g.insert("blocks.0.attn.W_O".into(), d_wo);
-    g.insert("blocks.0.mlp.W_in".into(), d_win);
-    g.insert("blocks.0.mlp.b_in".into(), d_bin);
-    g.insert("blocks.0.mlp.W_out".into(), d_wout);
-    g.insert("blocks.0.mlp.b_out".into(), d_bout);
-    g.insert("unembed.W_U".into(), d_wu);
-    Output { loss, correct, grads: Some(g) }
-}
-
-fn add(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(x, y)| *x += y);
-}
-
-/// Column sums of a row-major `(rows, cols)` matrix, in a fixed order.
-fn col_sums(x: &[f32], cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; cols];
-    for row in x.chunks(cols) {
-        add(&mut out, row);
-    }
-    out
 }

@@ -10,6 +10,7 @@ is the resolved shape of a model; it is built from those settings and the data's
 */
 
 pub mod fast;
+pub mod names;
 mod params;
 mod transformer;
 
@@ -172,23 +173,12 @@ impl ModelConfig {
     /// 0 means the tensor starts at zero). Sorted by name: this is the order of every flattening
     /// and every random draw.
     pub fn param_specs(&self) -> Vec<(String, Vec<usize>, f64)> {
-        let (d, v, h, dh, m) = (self.d_model, self.vocab, self.n_heads, self.d_head, self.d_mlp);
-        let sd = 1.0 / (d as f64).sqrt();
-        let mut specs = vec![
-            ("embed.W_E".to_string(), vec![d, v], sd),
-            ("pos_embed.W_pos".to_string(), vec![self.n_ctx, d], sd),
-            ("unembed.W_U".to_string(), vec![d, v], 1.0 / (v as f64).sqrt()),
-        ];
-        for l in 0..self.n_layers {
-            let b = format!("blocks.{l}");
-            for w in ["W_Q", "W_K", "W_V"] {
-                specs.push((format!("{b}.attn.{w}"), vec![h, dh, d], sd));
+        let mut specs = Vec::new();
+        for p in names::Param::ALL {
+            let layers = if p.block_suffix().is_some() { self.n_layers } else { 1 };
+            for l in 0..layers {
+                specs.push((p.in_layer(l), p.shape(self), p.init_std(self)));
             }
-            specs.push((format!("{b}.attn.W_O"), vec![d, h * dh], sd));
-            specs.push((format!("{b}.mlp.W_in"), vec![m, d], 1.0 / (m as f64).sqrt()));
-            specs.push((format!("{b}.mlp.b_in"), vec![m], 0.0));
-            specs.push((format!("{b}.mlp.W_out"), vec![d, m], sd));
-            specs.push((format!("{b}.mlp.b_out"), vec![d], 0.0));
         }
         specs.sort_by(|a, b| a.0.cmp(&b.0));
         specs
