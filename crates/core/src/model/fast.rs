@@ -678,7 +678,7 @@ impl Mlp {
             dpre = vec![0.0f32; b * m];
             gemm(&mut dpre, 0, m, false, mat(dlogits, v), mat(&self.u, m), b, m, v, ex.par());
             ex.each(dpre.chunks_mut(CHUNK * m).zip(act.chunks(CHUNK * m)), |_, (g, a)| {
-                g.iter_mut().zip(a).for_each(|(g, &a)| if a <= 0.0 { *g = 0.0 });
+                g.iter_mut().zip(a).for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 }); // a select: vectorises
             });
         }
         (du, dpre)

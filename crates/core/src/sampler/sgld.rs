@@ -13,6 +13,11 @@ parameters when the sampler is built. Modelled on candle_nn's `SGD` (same trait,
 the variables), with the noise drawn from a seeded ChaCha8 stream in parameter order instead of
 candle's unseedable `randn`.
 
+The step is one pass over each variable's storage, in place (an `InplaceOp1`), in float64
+arithmetic rounded once to the variable's dtype, with the noise drawn into one reused buffer;
+tensor operations and their temporaries took about a sixth of an SGLD step of the paper's model at
+B = 512. The draws are the same as before, so a chain's numbers changed only by that rounding.
+
 Optionally the step is preconditioned RMSProp-style (pSGLD, Li, Chen, Carlson & Carin 2016):
 with `V ← α·V + (1 − α)·(∇U)²` element-wise and `G = 1/(√V + δ)`,
 
@@ -25,8 +30,10 @@ RMSprop-SGLD it omits the small `Γ(w)` drift correction for the change of `G` w
 starts at the first step's `(∇U)²` rather than at zero, so the first steps are not oversized.
 */
 
+use std::cell::RefCell;
+
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var, WithDType};
 use candle_nn::Optimizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,11 +83,15 @@ pub struct MalaOutcome {
 #[derive(Debug)]
 pub struct Sgld {
     vars: Vec<Var>,
-    anchor: Vec<Tensor>,
+    /// `w*`, one flat vector per variable.
+    anchor: Vec<Vec<f64>>,
     params: SgldParams,
-    rng: ChaCha8Rng,
-    /// RMSProp's running mean of squared drifts, one tensor per variable (after the first step).
-    square_avg: Option<Vec<Tensor>>,
+    noise: Normals,
+    /// RMSProp's running mean of squared drifts, one flat vector per variable (after the first
+    /// step).
+    square_avg: Option<Vec<Vec<f64>>>,
+    /// The standard-normal draws for the variable being moved.
+    xi: Vec<f64>,
 }
 
 impl Optimizer for Sgld {
@@ -89,25 +100,19 @@ impl Optimizer for Sgld {
     fn new(vars: Vec<Var>, params: SgldParams) -> Result<Self> {
         // Like SGD: integer variables cannot move continuously, so they are not sampled.
         let vars: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
-        let anchor = vars
-            .iter()
-            .map(|v| Ok(v.as_tensor().detach().copy()?.detach()))
-            .collect::<Result<Vec<_>>>()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-        rng.set_stream(params.stream);
+        let anchor = vars.iter().map(|v| values(v.as_tensor())).collect::<Result<Vec<_>>>()?;
         Ok(Sgld {
             vars,
             anchor,
             params,
-            rng,
+            noise: Normals::new(params.seed, params.stream),
             square_avg: None,
+            xi: Vec::new(),
         })
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let drifts = self.drifts(grads)?;
-        let precond = self.preconditioners(&drifts)?;
-        self.apply(&drifts, precond.as_deref())
+        self.apply(grads, None)
     }
 
     fn learning_rate(&self) -> f64 {
@@ -130,8 +135,8 @@ impl Sgld {
         &self.vars
     }
 
-    /// The localisation point `w*`, one tensor per variable.
-    pub fn anchor(&self) -> &[Tensor] {
+    /// The localisation point `w*`, one flat vector per variable.
+    pub fn anchor(&self) -> &[Vec<f64>] {
         &self.anchor
     }
 
@@ -141,11 +146,7 @@ impl Sgld {
         let mut sq = 0.0;
         if self.params.gamma != 0.0 {
             for (v, a) in self.vars.iter().zip(&self.anchor) {
-                sq += (v.as_tensor() - a)?
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_scalar::<f64>()?;
+                sq += values(v.as_tensor())?.iter().zip(a).map(|(w, a)| (w - a) * (w - a)).sum::<f64>();
             }
         }
         Ok(self.params.nbeta * loss + 0.5 * self.params.gamma * sq)
@@ -167,22 +168,26 @@ impl Sgld {
         F: FnOnce() -> Result<(f64, GradStore)>,
     {
         let u_old = self.potential(loss)?;
-        let drifts_old = self.drifts(grads)?;
-        let precond = self.preconditioners(&drifts_old)?;
-        let w_old = flatten(self.vars.iter().map(|v| v.as_tensor()))?;
-        let g_old = flatten(drifts_old.iter())?;
-        self.apply(&drifts_old, precond.as_deref())?;
+        let mut old = Record::default();
+        self.apply(grads, Some(&mut old))?;
         let (loss_new, grads_new) = reevaluate()?;
         let u_new = self.potential(loss_new)?;
-        let w_new = flatten(self.vars.iter().map(|v| v.as_tensor()))?;
-        let g_new = flatten(self.drifts(&grads_new)?.iter())?;
+        let (mut w_new, mut g_new) = (Vec::new(), Vec::new());
+        for (var, anchor) in self.vars.iter().zip(&self.anchor) {
+            let w = values(var.as_tensor())?;
+            let g = grads_new.get(var.as_tensor()).map(values).transpose()?;
+            for j in 0..w.len() {
+                g_new.push(drift(&self.params, g.as_ref().map_or(0.0, |g| g[j]), w[j], anchor[j]));
+            }
+            w_new.extend(w);
+        }
         // With preconditioning the reverse move is scored with this step's G as well: the
         // ratio of a proposal whose covariance is frozen over the step.
-        let precond = precond.map(|g| flatten(g.iter())).transpose()?;
+        let precond = self.params.rmsprop.map(|_| old.precond.as_slice());
         let log_ratio = log_acceptance(
             self.params.epsilon,
-            precond.as_deref(),
-            (&w_old, &g_old, u_old),
+            precond,
+            (&old.w, &old.drift, u_old),
             (&w_new, &g_new, u_new),
         );
         let accept_prob = if log_ratio.is_nan() {
@@ -196,90 +201,166 @@ impl Sgld {
         })
     }
 
-    /// `∇U = nβ·∇L_B + γ·(w − w*)` per variable. A variable without a gradient (not used by the
-    /// loss) gets only the localisation term: it is still part of the sampled distribution.
-    fn drifts(&self, grads: &GradStore) -> Result<Vec<Tensor>> {
-        let SgldParams { nbeta, gamma, .. } = self.params;
-        self.vars
-            .iter()
-            .zip(&self.anchor)
-            .map(|(v, a)| {
-                let w = v.as_tensor();
-                let pull = if gamma != 0.0 {
-                    Some(((w - a)? * gamma)?)
-                } else {
-                    None
-                };
-                match (grads.get(w), pull) {
-                    (Some(g), Some(p)) => (g * nbeta)? + p,
-                    (Some(g), None) => g * nbeta,
-                    (None, Some(p)) => Ok(p),
-                    (None, None) => w.zeros_like(),
-                }
-            })
-            .collect()
-    }
-
-    /// Updates RMSProp's running mean with these drifts and returns `G = 1/(√V + δ)` per
-    /// variable; `None` without preconditioning.
-    fn preconditioners(&mut self, drifts: &[Tensor]) -> Result<Option<Vec<Tensor>>> {
-        let Some(RmsProp { alpha, eps }) = self.params.rmsprop else {
-            return Ok(None);
-        };
-        let squares = drifts.iter().map(Tensor::sqr).collect::<Result<Vec<_>>>()?;
-        let avg = match self.square_avg.take() {
-            None => squares,
-            Some(old) => old
-                .iter()
-                .zip(&squares)
-                .map(|(v, s)| (v * alpha)? + (s * (1.0 - alpha))?)
-                .collect::<Result<Vec<_>>>()?,
-        };
-        let precond = avg
-            .iter()
-            .map(|v| v.sqrt()?.affine(1.0, eps)?.recip())
-            .collect::<Result<Vec<_>>>()?;
-        self.square_avg = Some(avg);
-        Ok(Some(precond))
-    }
-
-    /// `w ← w − (ε/2)·G⊙drift + √(εG)⊙ξ` (G = 1 without preconditioning), drawing ξ variable by
-    /// variable in order.
-    fn apply(&mut self, drifts: &[Tensor], precond: Option<&[Tensor]>) -> Result<()> {
-        let eps = self.params.epsilon;
-        for (i, drift) in drifts.iter().enumerate() {
-            let noise = self.noise(i, eps.sqrt())?;
-            let w = self.vars[i].as_tensor();
-            let next = match precond {
-                None => ((w - (drift * (0.5 * eps))?)? + noise)?,
-                Some(g) => {
-                    let g = &g[i];
-                    ((w - ((drift * g)? * (0.5 * eps))?)? + (noise * g.sqrt()?)?)?
-                }
+    /// Moves every variable by one step, `w ← w − (ε/2)·G⊙∇U + √(εG)⊙ξ` (G = 1 without
+    /// preconditioning, else RMSProp's running mean is updated with this `∇U` first), in place
+    /// and in one pass per variable, drawing ξ variable by variable in order. The arithmetic is
+    /// float64, rounded once to the variable's dtype. With `record`, the old point, `∇U` and `G`
+    /// are appended to it (for the MALA ratio).
+    fn apply(&mut self, grads: &GradStore, mut record: Option<&mut Record>) -> Result<()> {
+        let Sgld { vars, anchor, params, noise, square_avg, xi } = self;
+        let first = square_avg.is_none();
+        if params.rmsprop.is_some() && first {
+            *square_avg = Some(anchor.iter().map(|a| vec![0.0; a.len()]).collect());
+        }
+        for (i, var) in vars.iter().enumerate() {
+            xi.resize(var.elem_count(), 0.0);
+            noise.fill(xi);
+            let grad = grads.get(var.as_tensor()).map(Tensor::storage_and_layout);
+            let op = Move {
+                params,
+                anchor: &anchor[i],
+                xi,
+                grad: grad.as_ref().map(|(s, l)| (&**s, *l)),
+                square_avg: RefCell::new(square_avg.as_mut().map(|s| s[i].as_mut_slice())),
+                first,
+                record: RefCell::new(record.as_deref_mut()),
             };
-            self.vars[i].set(&next)?;
+            var.as_tensor().inplace_op1(&op)?;
         }
         Ok(())
     }
+}
 
-    /// Gaussian noise with standard deviation `scale`, shaped like variable `i`. Drawn in f64 and
-    /// rounded to the variable's dtype, so the stream does not depend on the dtype.
-    fn noise(&mut self, i: usize, scale: f64) -> Result<Tensor> {
-        let v = self.vars[i].as_tensor();
-        let count = v.elem_count();
-        let rng = &mut self.rng;
-        let draws = (0..count).map(|_| scale * Distribution::<f64>::sample(&StandardNormal, rng));
-        match v.dtype() {
-            DType::F32 => Tensor::from_vec(
-                draws.map(|x: f64| x as f32).collect::<Vec<f32>>(),
-                v.shape(),
-                v.device(),
-            ),
-            DType::F64 => Tensor::from_vec(draws.collect::<Vec<f64>>(), v.shape(), v.device()),
-            other => Tensor::from_vec(draws.collect::<Vec<f64>>(), v.shape(), v.device())?
-                .to_dtype(other),
+/// `∇U = nβ·∇L_B + γ·(w − w*)` of one element with loss gradient `g` (0 for a variable the loss
+/// does not use: it still feels the localisation).
+#[inline]
+fn drift(p: &SgldParams, g: f64, w: f64, anchor: f64) -> f64 {
+    if p.gamma != 0.0 {
+        p.nbeta * g + p.gamma * (w - anchor)
+    } else {
+        p.nbeta * g
+    }
+}
+
+/// What a move records for the MALA ratio, flattened in variable order: the old point, `∇U`
+/// there and the preconditioner.
+#[derive(Default)]
+struct Record {
+    w: Vec<f64>,
+    drift: Vec<f64>,
+    precond: Vec<f64>,
+}
+
+/// The move of one variable, as an in-place op on its storage (see [`Sgld::apply`]).
+struct Move<'a> {
+    params: &'a SgldParams,
+    anchor: &'a [f64],
+    xi: &'a [f64],
+    /// The loss gradient's storage and layout, if the loss uses the variable.
+    grad: Option<(&'a Storage, &'a Layout)>,
+    /// RMSProp's running mean of this variable, updated in the move.
+    square_avg: RefCell<Option<&'a mut [f64]>>,
+    /// Whether this is the sampler's first step (RMSProp's mean starts at `(∇U)²`).
+    first: bool,
+    record: RefCell<Option<&'a mut Record>>,
+}
+
+impl InplaceOp1 for Move<'_> {
+    fn name(&self) -> &'static str {
+        "sgld-move"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("SGLD cannot move a non-contiguous variable".into()))?;
+        match storage {
+            CpuStorage::F32(w) => self.run(&mut w[start..end]),
+            CpuStorage::F64(w) => self.run(&mut w[start..end]),
+            _ => Err(candle_core::Error::Msg("SGLD moves F32 and F64 variables only".into())),
         }
     }
+}
+
+impl Move<'_> {
+    fn run<T: WithDType>(&self, w: &mut [T]) -> Result<()> {
+        let n = w.len();
+        let grad: Option<&[T]> = match self.grad {
+            None => None,
+            Some((Storage::Cpu(cpu), layout)) => {
+                let (start, end) = layout
+                    .contiguous_offsets()
+                    .filter(|(s, e)| e - s == n)
+                    .ok_or_else(|| candle_core::Error::Msg("SGLD: a gradient does not match its variable".into()))?;
+                Some(&cpu.as_slice::<T>()?[start..end])
+            }
+            Some(_) => return Err(candle_core::Error::Msg("SGLD runs on the CPU".into())),
+        };
+        let p = self.params;
+        let (half_eps, eps) = (0.5 * p.epsilon, p.epsilon);
+        let mut avg = self.square_avg.borrow_mut();
+        let mut record = self.record.borrow_mut();
+        let g_at = |j: usize| grad.map_or(0.0, |g| g[j].to_f64());
+        match (p.rmsprop, avg.as_deref_mut(), record.as_deref_mut()) {
+            (None, _, None) => {
+                // The hot loop: plain SGLD.
+                let sqrt_eps = eps.sqrt();
+                for j in 0..n {
+                    let wj = w[j].to_f64();
+                    let d = drift(p, g_at(j), wj, self.anchor[j]);
+                    w[j] = T::from_f64(wj - half_eps * d + sqrt_eps * self.xi[j]);
+                }
+            }
+            (rms, mut avg, mut record) => {
+                for j in 0..n {
+                    let wj = w[j].to_f64();
+                    let d = drift(p, g_at(j), wj, self.anchor[j]);
+                    let g = match (rms, avg.as_deref_mut()) {
+                        (Some(RmsProp { alpha, eps: delta }), Some(v)) => {
+                            v[j] = if self.first { d * d } else { alpha * v[j] + (1.0 - alpha) * d * d };
+                            1.0 / (v[j].sqrt() + delta)
+                        }
+                        _ => 1.0,
+                    };
+                    w[j] = T::from_f64(wj - half_eps * g * d + (eps * g).sqrt() * self.xi[j]);
+                    if let Some(r) = record.as_deref_mut() {
+                        r.w.push(wj);
+                        r.drift.push(d);
+                        r.precond.push(g);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Standard-normal draws from the sampler's seeded ChaCha8 stream, in order: rand_distr's
+/// `StandardNormal` (a 256-layer ziggurat on one 64-bit word per draw), drawn straight into a
+/// buffer rather than through a tensor per variable.
+#[derive(Debug)]
+struct Normals {
+    rng: ChaCha8Rng,
+}
+
+impl Normals {
+    fn new(seed: u64, stream: u64) -> Normals {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        Normals { rng }
+    }
+
+    /// Fills `out` with the next draws.
+    fn fill(&mut self, out: &mut [f64]) {
+        for x in out {
+            *x = StandardNormal.sample(&mut self.rng);
+        }
+    }
+}
+
+/// A tensor's elements as float64, in order.
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
 /// Log Metropolis–Hastings ratio of a Langevin move from `old` to `new`, each given as
@@ -320,13 +401,4 @@ fn log_acceptance(
         backward += (-d + half * g * g_new[i]).powi(2) / g;
     }
     (u_old - u_new) + (forward - backward) / (2.0 * epsilon)
-}
-
-/// All elements of the tensors, concatenated, as f64.
-fn flatten<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<f64>> {
-    let mut out = Vec::new();
-    for t in tensors {
-        out.extend(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
-    }
-    Ok(out)
 }

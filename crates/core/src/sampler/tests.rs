@@ -490,3 +490,27 @@ fn rmsprop_preconditioning_tames_stiff_directions() {
         "plain SGLD should have exploded, loss {loss}"
     );
 }
+
+/// The noise is rand_distr's `StandardNormal` on ChaCha8 stream `stream` of `seed`, drawn
+/// variable by variable in order: with no gradient and no localisation a step moves each weight
+/// by exactly `√ε·ξ` (float64 variables; the second variable's draws follow the first's).
+#[test]
+fn noise_is_the_seeded_chacha8_standard_normal_stream_in_variable_order() {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let dev = Device::Cpu;
+    let (eps, seed, stream) = (4e-2, 21, 6);
+    let vars = [Var::from_tensor(&Tensor::zeros(5, DType::F64, &dev).expect("zeros")).expect("var"), Var::from_tensor(&Tensor::zeros((2, 3), DType::F64, &dev).expect("zeros")).expect("var")];
+    let params = SgldParams { epsilon: eps, gamma: 0.0, nbeta: 1.0, seed, stream, rmsprop: None };
+    let mut s = Sgld::new(vars.to_vec(), params).expect("sgld");
+    s.step(&candle_core::backprop::GradStore::default()).expect("step");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    for v in &vars {
+        let got = v.as_tensor().flatten_all().expect("flat").to_vec1::<f64>().expect("vec");
+        for g in got {
+            let xi: f64 = rand_distr::StandardNormal.sample(&mut rng);
+            assert_eq!(g, eps.sqrt() * xi);
+        }
+    }
+}

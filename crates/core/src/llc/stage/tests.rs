@@ -161,22 +161,23 @@ fn transformer_chains_do_not_depend_on_thread_count() {
 }
 
 /// On a released p = 59 checkpoint over all 3,481 pairs (14 chunks of the fast path) and over a
-/// 512-row minibatch, the fast target's loss and gradients equal candle's autograd: the MALA
-/// check and the chain rely on the gradient being the loss's.
+/// 512-row minibatch, the fast target's loss and gradients equal candle's autograd (in float64:
+/// at this trained model float32 autograd's own `b_in` gradient is 2.5e-3 off): the MALA check
+/// and the chain rely on the gradient being the loss's.
 #[test]
 fn fast_gradients_equal_autograd_on_a_released_checkpoint() {
     let c = ckpt::load(&fixture("pizza/2k4ohj6bhd.safetensors")).unwrap();
     let rows = Arc::new(TrainingRows::of(&c).unwrap());
     let fast = TransformerTarget::with_mode(&c.params, &c.model, rows.clone(), GradMode::Fast).unwrap();
-    let auto = TransformerTarget::with_mode(&c.params, &c.model, rows.clone(), GradMode::Autograd).unwrap();
     let all: Vec<u32> = (0..rows.len() as u32).collect();
     let batch: Vec<u32> = (0..512).map(|i| (i * 7 % rows.len()) as u32).collect();
     for sel in [&all, &batch] {
         let (lf, gf) = fast.loss_and_grads(sel).unwrap();
-        let (la, ga) = auto.loss_and_grads(sel).unwrap();
+        let (toks, labs) = rows.gather(sel);
+        let (la, ga) = crate::testing::autograd_f64(&c.params, &c.model, &toks, &labs);
         assert!(((lf - la) / la).abs() < 1e-4, "loss {lf} vs {la}");
-        for ((name, vf), (_, va)) in fast.weights().iter().zip(auto.weights().iter()) {
-            let (a, b) = (gf.get(vf.as_tensor()).unwrap(), ga.get(va.as_tensor()).unwrap());
+        for (name, vf) in fast.weights().iter() {
+            let (a, b) = (gf.get(vf.as_tensor()).unwrap(), &ga[name]);
             let e = rel_err(a, b);
             assert!(e < 1e-3, "{} rows, {name}: gradient rel err {e}", sel.len());
         }
