@@ -13,10 +13,10 @@ parameters when the sampler is built. Modelled on candle_nn's `SGD` (same trait,
 the variables), with the noise drawn from a seeded ChaCha8 stream in parameter order instead of
 candle's unseedable `randn`.
 
-The step is one pass over each variable's storage, in place (an `InplaceOp1`), in float64
-arithmetic rounded once to the variable's dtype, with the noise drawn into one reused buffer;
-tensor operations and their temporaries took about a sixth of an SGLD step of the paper's model at
-B = 512. The draws are the same as before, so a chain's numbers changed only by that rounding.
+The step is one pass over each variable's storage, in place (an `InplaceOp1`), with the noise
+drawn into one reused buffer: the same operations, in the variable's dtype, as the tensor
+expressions it replaced (tested bit for bit), whose temporaries took about a sixth of an SGLD
+step of the paper's model at B = 512.
 
 Optionally the step is preconditioned RMSProp-style (pSGLD, Li, Chen, Carlson & Carin 2016):
 with `V ← α·V + (1 − α)·(∇U)²` element-wise and `G = 1/(√V + δ)`,
@@ -33,7 +33,7 @@ starts at the first step's `(∇U)²` rather than at zero, so the first steps ar
 use std::cell::RefCell;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Tensor, Var, WithDType};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, StorageRef, Tensor, Var, WithDType};
 use candle_nn::Optimizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -83,12 +83,11 @@ pub struct MalaOutcome {
 #[derive(Debug)]
 pub struct Sgld {
     vars: Vec<Var>,
-    /// `w*`, one flat vector per variable.
-    anchor: Vec<Vec<f64>>,
+    anchor: Vec<Tensor>,
     params: SgldParams,
     noise: Normals,
     /// RMSProp's running mean of squared drifts, one flat vector per variable (after the first
-    /// step).
+    /// step), holding values of the variable's dtype.
     square_avg: Option<Vec<Vec<f64>>>,
     /// The standard-normal draws for the variable being moved.
     xi: Vec<f64>,
@@ -100,7 +99,10 @@ impl Optimizer for Sgld {
     fn new(vars: Vec<Var>, params: SgldParams) -> Result<Self> {
         // Like SGD: integer variables cannot move continuously, so they are not sampled.
         let vars: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
-        let anchor = vars.iter().map(|v| values(v.as_tensor())).collect::<Result<Vec<_>>>()?;
+        let anchor = vars
+            .iter()
+            .map(|v| Ok(v.as_tensor().detach().copy()?.detach()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Sgld {
             vars,
             anchor,
@@ -135,8 +137,8 @@ impl Sgld {
         &self.vars
     }
 
-    /// The localisation point `w*`, one flat vector per variable.
-    pub fn anchor(&self) -> &[Vec<f64>] {
+    /// The localisation point `w*`, one tensor per variable.
+    pub fn anchor(&self) -> &[Tensor] {
         &self.anchor
     }
 
@@ -146,7 +148,11 @@ impl Sgld {
         let mut sq = 0.0;
         if self.params.gamma != 0.0 {
             for (v, a) in self.vars.iter().zip(&self.anchor) {
-                sq += values(v.as_tensor())?.iter().zip(a).map(|(w, a)| (w - a) * (w - a)).sum::<f64>();
+                sq += (v.as_tensor() - a)?
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
             }
         }
         Ok(self.params.nbeta * loss + 0.5 * self.params.gamma * sq)
@@ -172,14 +178,10 @@ impl Sgld {
         self.apply(grads, Some(&mut old))?;
         let (loss_new, grads_new) = reevaluate()?;
         let u_new = self.potential(loss_new)?;
-        let (mut w_new, mut g_new) = (Vec::new(), Vec::new());
-        for (var, anchor) in self.vars.iter().zip(&self.anchor) {
-            let w = values(var.as_tensor())?;
-            let g = grads_new.get(var.as_tensor()).map(values).transpose()?;
-            for j in 0..w.len() {
-                g_new.push(drift(&self.params, g.as_ref().map_or(0.0, |g| g[j]), w[j], anchor[j]));
-            }
-            w_new.extend(w);
+        let mut new = Record::default();
+        for (i, var) in self.vars.iter().enumerate() {
+            let op = Move::new(&self.params, &self.xi, &self.anchor[i], &grads_new, var, None, false, Some(&mut new), false);
+            var.as_tensor().inplace_op1(&op)?;
         }
         // With preconditioning the reverse move is scored with this step's G as well: the
         // ratio of a proposal whose covariance is frozen over the step.
@@ -188,7 +190,7 @@ impl Sgld {
             self.params.epsilon,
             precond,
             (&old.w, &old.drift, u_old),
-            (&w_new, &g_new, u_new),
+            (&new.w, &new.drift, u_new),
         );
         let accept_prob = if log_ratio.is_nan() {
             f64::NAN
@@ -202,48 +204,30 @@ impl Sgld {
     }
 
     /// Moves every variable by one step, `w ← w − (ε/2)·G⊙∇U + √(εG)⊙ξ` (G = 1 without
-    /// preconditioning, else RMSProp's running mean is updated with this `∇U` first), in place
-    /// and in one pass per variable, drawing ξ variable by variable in order. The arithmetic is
-    /// float64, rounded once to the variable's dtype. With `record`, the old point, `∇U` and `G`
-    /// are appended to it (for the MALA ratio).
+    /// preconditioning, else RMSProp's running mean is updated with this `∇U` first), drawing ξ
+    /// variable by variable in order: in place and in one pass per variable, with the same
+    /// operations, in the variable's dtype, as the tensor expressions `w − (∇U·(ε/2)) + noise`,
+    /// `∇U = g·nβ + (w − w*)·γ`. With `record`, the old point, `∇U` and `G` are appended to it
+    /// (for the MALA ratio).
     fn apply(&mut self, grads: &GradStore, mut record: Option<&mut Record>) -> Result<()> {
         let Sgld { vars, anchor, params, noise, square_avg, xi } = self;
         let first = square_avg.is_none();
         if params.rmsprop.is_some() && first {
-            *square_avg = Some(anchor.iter().map(|a| vec![0.0; a.len()]).collect());
+            *square_avg = Some(vars.iter().map(|v| vec![0.0; v.elem_count()]).collect());
         }
         for (i, var) in vars.iter().enumerate() {
             xi.resize(var.elem_count(), 0.0);
             noise.fill(xi);
-            let grad = grads.get(var.as_tensor()).map(Tensor::storage_and_layout);
-            let op = Move {
-                params,
-                anchor: &anchor[i],
-                xi,
-                grad: grad.as_ref().map(|(s, l)| (&**s, *l)),
-                square_avg: RefCell::new(square_avg.as_mut().map(|s| s[i].as_mut_slice())),
-                first,
-                record: RefCell::new(record.as_deref_mut()),
-            };
+            let avg = square_avg.as_mut().map(|s| s[i].as_mut_slice());
+            let op = Move::new(params, xi, &anchor[i], grads, var, avg, first, record.as_deref_mut(), true);
             var.as_tensor().inplace_op1(&op)?;
         }
         Ok(())
     }
 }
 
-/// `∇U = nβ·∇L_B + γ·(w − w*)` of one element with loss gradient `g` (0 for a variable the loss
-/// does not use: it still feels the localisation).
-#[inline]
-fn drift(p: &SgldParams, g: f64, w: f64, anchor: f64) -> f64 {
-    if p.gamma != 0.0 {
-        p.nbeta * g + p.gamma * (w - anchor)
-    } else {
-        p.nbeta * g
-    }
-}
-
-/// What a move records for the MALA ratio, flattened in variable order: the old point, `∇U`
-/// there and the preconditioner.
+/// What a move records for the MALA ratio, flattened in variable order: the point it starts
+/// from, `∇U` there and the preconditioner.
 #[derive(Default)]
 struct Record {
     w: Vec<f64>,
@@ -251,18 +235,69 @@ struct Record {
     precond: Vec<f64>,
 }
 
-/// The move of one variable, as an in-place op on its storage (see [`Sgld::apply`]).
+/// The move of one variable, as an in-place op on its storage (see [`Sgld::apply`]); with
+/// `apply` false it only records the variable's `∇U`.
 struct Move<'a> {
     params: &'a SgldParams,
-    anchor: &'a [f64],
     xi: &'a [f64],
+    anchor: StorageRef<'a>,
+    anchor_layout: &'a Layout,
     /// The loss gradient's storage and layout, if the loss uses the variable.
-    grad: Option<(&'a Storage, &'a Layout)>,
+    grad: Option<(StorageRef<'a>, &'a Layout)>,
     /// RMSProp's running mean of this variable, updated in the move.
     square_avg: RefCell<Option<&'a mut [f64]>>,
     /// Whether this is the sampler's first step (RMSProp's mean starts at `(∇U)²`).
     first: bool,
     record: RefCell<Option<&'a mut Record>>,
+    apply: bool,
+}
+
+impl<'a> Move<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        params: &'a SgldParams,
+        xi: &'a [f64],
+        anchor: &'a Tensor,
+        grads: &'a GradStore,
+        var: &'a Var,
+        square_avg: Option<&'a mut [f64]>,
+        first: bool,
+        record: Option<&'a mut Record>,
+        apply: bool,
+    ) -> Move<'a> {
+        let (anchor, anchor_layout) = anchor.storage_and_layout();
+        Move {
+            params,
+            xi,
+            anchor,
+            anchor_layout,
+            grad: grads.get(var.as_tensor()).map(Tensor::storage_and_layout),
+            square_avg: RefCell::new(square_avg),
+            first,
+            record: RefCell::new(record),
+            apply,
+        }
+    }
+}
+
+/// `w ← w − ∇U·(ε/2) + noise`, element by element (`drift(j, w)` is `∇U`).
+#[inline]
+fn plain_step<T: WithDType>(w: &mut [T], drift: impl Fn(usize, T) -> T, half_eps: T, noise: impl Fn(usize) -> T) {
+    for (j, w) in w.iter_mut().enumerate() {
+        *w = *w - drift(j, *w) * half_eps + noise(j);
+    }
+}
+
+/// The contiguous CPU elements of a tensor's storage, as `T`, checked to number `n`.
+fn elements<'s, T: WithDType>(storage: &'s Storage, layout: &Layout, n: usize) -> Result<&'s [T]> {
+    let Storage::Cpu(cpu) = storage else {
+        return Err(candle_core::Error::Msg("SGLD runs on the CPU".into()));
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .filter(|(s, e)| e - s == n)
+        .ok_or_else(|| candle_core::Error::Msg("SGLD: a gradient or anchor does not match its variable".into()))?;
+    Ok(&cpu.as_slice::<T>()?[start..end])
 }
 
 impl InplaceOp1 for Move<'_> {
@@ -285,48 +320,53 @@ impl InplaceOp1 for Move<'_> {
 impl Move<'_> {
     fn run<T: WithDType>(&self, w: &mut [T]) -> Result<()> {
         let n = w.len();
-        let grad: Option<&[T]> = match self.grad {
+        let anchor = elements::<T>(&self.anchor, self.anchor_layout, n)?;
+        let grad = match &self.grad {
+            Some((s, l)) => Some(elements::<T>(s, l, n)?),
             None => None,
-            Some((Storage::Cpu(cpu), layout)) => {
-                let (start, end) = layout
-                    .contiguous_offsets()
-                    .filter(|(s, e)| e - s == n)
-                    .ok_or_else(|| candle_core::Error::Msg("SGLD: a gradient does not match its variable".into()))?;
-                Some(&cpu.as_slice::<T>()?[start..end])
-            }
-            Some(_) => return Err(candle_core::Error::Msg("SGLD runs on the CPU".into())),
         };
         let p = self.params;
-        let (half_eps, eps) = (0.5 * p.epsilon, p.epsilon);
+        let c = |x: f64| T::from_f64(x);
+        let (nbeta, gamma, half_eps, sqrt_eps) = (c(p.nbeta), c(p.gamma), c(0.5 * p.epsilon), p.epsilon.sqrt());
+        let pull = p.gamma != 0.0;
+        let drift = |j: usize, w: T| match (grad, pull) {
+            (Some(g), true) => g[j] * nbeta + (w - anchor[j]) * gamma,
+            (Some(g), false) => g[j] * nbeta,
+            (None, true) => (w - anchor[j]) * gamma,
+            (None, false) => c(0.0),
+        };
         let mut avg = self.square_avg.borrow_mut();
         let mut record = self.record.borrow_mut();
-        let g_at = |j: usize| grad.map_or(0.0, |g| g[j].to_f64());
-        match (p.rmsprop, avg.as_deref_mut(), record.as_deref_mut()) {
-            (None, _, None) => {
-                // The hot loop: plain SGLD.
-                let sqrt_eps = eps.sqrt();
-                for j in 0..n {
-                    let wj = w[j].to_f64();
-                    let d = drift(p, g_at(j), wj, self.anchor[j]);
-                    w[j] = T::from_f64(wj - half_eps * d + sqrt_eps * self.xi[j]);
+        match (p.rmsprop, record.as_deref_mut()) {
+            (None, None) => {
+                // The hot loop, plain SGLD: the match hoists the branches out of it.
+                let noise = |j: usize| c(sqrt_eps * self.xi[j]);
+                match (grad, pull) {
+                    (Some(g), true) => plain_step(w, |j, w| g[j] * nbeta + (w - anchor[j]) * gamma, half_eps, noise),
+                    (Some(g), false) => plain_step(w, |j, _| g[j] * nbeta, half_eps, noise),
+                    _ => plain_step(w, drift, half_eps, noise),
                 }
             }
-            (rms, mut avg, mut record) => {
+            (rms, mut record) => {
                 for j in 0..n {
-                    let wj = w[j].to_f64();
-                    let d = drift(p, g_at(j), wj, self.anchor[j]);
+                    let d = drift(j, w[j]);
                     let g = match (rms, avg.as_deref_mut()) {
                         (Some(RmsProp { alpha, eps: delta }), Some(v)) => {
-                            v[j] = if self.first { d * d } else { alpha * v[j] + (1.0 - alpha) * d * d };
-                            1.0 / (v[j].sqrt() + delta)
+                            let sq = d * d;
+                            let next = if self.first { sq } else { c(v[j]) * c(alpha) + sq * c(1.0 - alpha) };
+                            v[j] = next.to_f64();
+                            c(1.0) / (c(next.to_f64().sqrt()) + c(delta))
                         }
-                        _ => 1.0,
+                        _ => c(1.0),
                     };
-                    w[j] = T::from_f64(wj - half_eps * g * d + (eps * g).sqrt() * self.xi[j]);
                     if let Some(r) = record.as_deref_mut() {
-                        r.w.push(wj);
-                        r.drift.push(d);
-                        r.precond.push(g);
+                        r.w.push(w[j].to_f64());
+                        r.drift.push(d.to_f64());
+                        r.precond.push(g.to_f64());
+                    }
+                    if self.apply {
+                        let noise = c(sqrt_eps * self.xi[j]);
+                        w[j] = if rms.is_some() { w[j] - (d * g) * half_eps + noise * c(g.to_f64().sqrt()) } else { w[j] - d * half_eps + noise };
                     }
                 }
             }
@@ -358,10 +398,6 @@ impl Normals {
     }
 }
 
-/// A tensor's elements as float64, in order.
-fn values(t: &Tensor) -> Result<Vec<f64>> {
-    t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
-}
 
 /// Log Metropolis–Hastings ratio of a Langevin move from `old` to `new`, each given as
 /// `(w, ∇U(w), U(w))` with `w` and `∇U` flattened in the same order:

@@ -514,3 +514,52 @@ fn noise_is_the_seeded_chacha8_standard_normal_stream_in_variable_order() {
         }
     }
 }
+
+/// The in-place step computes the tensor expressions of the update rule (the sampler's code
+/// before it was fused), in the variable's dtype and bit for bit: `w − ∇U·(ε/2) + noise` with
+/// `∇U = g·nβ + (w − w*)·γ` and `noise = (√ε·ξ)` rounded to f32; with RMSProp
+/// `V = ∇U²` on the first step, then `V·α + ∇U²·(1 − α)`, `G = 1/(√V + δ)` and
+/// `w − (∇U·G)·(ε/2) + noise·√G`. Three steps on an f32 variable, each way.
+#[test]
+fn the_fused_step_is_the_tensor_formula_bit_for_bit() {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let dev = Device::Cpu;
+    let (eps, gamma, nbeta) = (1e-3, 3.0, 50.0);
+    for rmsprop in [None, Some(RmsProp { alpha: 0.9, eps: 0.1 })] {
+        let w0: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
+        let var = Var::from_vec(w0.clone(), (3, 100), &dev).expect("var");
+        let params = SgldParams { epsilon: eps, gamma, nbeta, seed: 4, stream: 2, rmsprop };
+        let mut sgld = Sgld::new(vec![var.clone()], params).expect("sgld");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        rng.set_stream(2);
+        let anchor = Tensor::from_vec(w0, (3, 100), &dev).expect("anchor");
+        let (mut w, mut avg): (Tensor, Option<Tensor>) = (anchor.clone(), None);
+        for step in 0..3 {
+            let g = (w.cos().expect("cos") * 0.01).expect("g");
+            let mut grads = candle_core::backprop::GradStore::default();
+            grads.insert(var.as_tensor(), g.clone());
+            sgld.step(&grads).expect("step");
+            let drift = ((&g * nbeta).unwrap() + ((&w - &anchor).unwrap() * gamma).unwrap()).unwrap();
+            let xi: Vec<f32> = (0..300).map(|_| (eps.sqrt() * Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng)) as f32).collect();
+            let noise = Tensor::from_vec(xi, (3, 100), &dev).expect("noise");
+            w = match rmsprop {
+                None => ((&w - (drift * (0.5 * eps)).unwrap()).unwrap() + noise).unwrap(),
+                Some(RmsProp { alpha, eps: delta }) => {
+                    let sq = drift.sqr().unwrap();
+                    let v = match avg.take() {
+                        None => sq,
+                        Some(old) => ((old * alpha).unwrap() + (sq * (1.0 - alpha)).unwrap()).unwrap(),
+                    };
+                    let pre = v.sqrt().unwrap().affine(1.0, delta).unwrap().recip().unwrap();
+                    avg = Some(v);
+                    let moved = (&w - ((drift * &pre).unwrap() * (0.5 * eps)).unwrap()).unwrap();
+                    (moved + (noise * pre.sqrt().unwrap()).unwrap()).unwrap()
+                }
+            };
+            let (got, want) = (var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), w.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "rmsprop {}: step {step} differs from the tensor formula", rmsprop.is_some());
+        }
+    }
+}
