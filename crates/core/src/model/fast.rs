@@ -168,9 +168,9 @@ pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[
 
     // Forward, pair by pair: attention weights, the residual stream read out, the activation.
     let ht = h * t;
-    let mut att = vec![0.0f32; b * 2 * ht]; // per pair: softmax (H, T), then A (H, T)
-    let mut act = vec![0.0f32; b * m];
-    let mut logits = vec![0.0f32; b * v];
+    let mut att = Buf::scratch(b * 2 * ht); // per pair: softmax (H, T), then A (H, T)
+    let mut act = Buf::scratch(b * m);
+    let mut logits = Buf::scratch(b * v);
     let chunks = att.chunks_mut(CHUNK * 2 * ht).zip(act.chunks_mut(CHUNK * m)).zip(logits.chunks_mut(CHUNK * v));
     ex.each(chunks, |c, ((att, act), logits)| {
         let pairs = att.chunks_mut(2 * ht).zip(act.chunks_mut(m)).zip(logits.chunks_mut(v));
@@ -211,7 +211,7 @@ pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[
     let by = ByToken::new(tokens, b, z);
     let pair = PairGrads { att: &att, dpre: &dpre, dlogits: &dlogits, tokens };
     let dskip = embed.skip_grads(z, &by, &pair, ex);
-    let mut dxl = vec![0.0f32; z.rows * z.p];
+    let mut dxl = Buf::zeroed(z.rows * z.p);
     mlp.backward(w, z, &need, &du, &dskip, &mut g, ex);
     attn.backward(w, z, &need, &embed, &readers, &by, &pair, &mut dxl, &mut g, ex);
     embed.backward(z, &need, &readers, &dskip, &mut dxl, &mut g, ex);
@@ -335,25 +335,25 @@ impl<'a> Reader<'a> {
 /// `W_pos[t]` (`V+T, D`), its image under every reader, `XL` (`V+T, P`), and the skip path
 /// `S[x] = Rd·(X[x] + X[V+T−1])` (`V, R`), the last position's embedding read out.
 struct Embed {
-    x: Vec<f32>,
-    xl: Vec<f32>,
-    skip: Vec<f32>,
+    x: Buf,
+    xl: Buf,
+    skip: Buf,
 }
 
 impl Embed {
     fn new(w: &Weights, z: Dims, readers: &[Reader; 5], ex: Exec) -> Embed {
         let Dims { v, d, p, r, rows, .. } = z;
-        let mut x = vec![0.0f32; rows * d];
+        let mut x = Buf::scratch(rows * d);
         for (tok, row) in x.chunks_mut(d).take(v).enumerate() {
             row.iter_mut().enumerate().for_each(|(j, y)| *y = w.w_e[j * v + tok]);
         }
         x[v * d..].copy_from_slice(w.w_pos);
-        let mut xl = vec![0.0f32; rows * p];
+        let mut xl = Buf::scratch(rows * p);
         for rd in readers {
             gemm(&mut xl, rd.col, p, false, mat(&x, d), rd.l(d).t(), rows, rd.out, d, ex.par());
         }
         let last = &xl[(rows - 1) * p + z.col_read()..][..r];
-        let mut skip = vec![0.0f32; v * r];
+        let mut skip = Buf::scratch(v * r);
         for (tok, row) in skip.chunks_mut(r).enumerate() {
             let own = &xl[tok * p + z.col_read()..][..r];
             row.iter_mut().zip(own.iter().zip(last)).for_each(|(y, (a, b))| *y = a + b);
@@ -362,6 +362,7 @@ impl Embed {
     }
 
     /// Per pair: the skip path starts the readout, `pre = S[ℓ][..M]`, `logit = S[ℓ][M..]`.
+    #[inline]
     fn read_skip(&self, z: Dims, toks: &[u32], pre: &mut [f32], logit: &mut [f32]) {
         let s = &self.skip[toks[z.t - 1] as usize * z.r..][..z.r];
         pre.copy_from_slice(&s[..z.m]);
@@ -370,9 +371,10 @@ impl Embed {
 
     /// `dS[x] = Σ dread` over the pairs whose last token is `x` (`V, R`; the `M` columns stay
     /// zero when `dpre` is not computed).
-    fn skip_grads(&self, z: Dims, by: &ByToken, pair: &PairGrads, ex: Exec) -> Vec<f32> {
-        let mut ds = vec![0.0f32; z.v * z.r];
+    fn skip_grads(&self, z: Dims, by: &ByToken, pair: &PairGrads, ex: Exec) -> Buf {
+        let mut ds = Buf::scratch(z.v * z.r);
         ex.each(ds.chunks_mut(z.r), |x, row| {
+            row.fill(0.0);
             let (pre, logit) = row.split_at_mut(z.m);
             for &i in by.pairs(z.t - 1, x) {
                 let (dpre, dlogit) = pair.dread(z, i as usize);
@@ -408,7 +410,7 @@ impl Embed {
             }
         }
         if need.embed {
-            let mut dx = vec![0.0f32; rows * d];
+            let mut dx = Buf::zeroed(rows * d);
             for rd in readers {
                 let dxl_rd = Mat { data: dxl, off: rd.col, rs: p, cs: 1 }; // (V+T, out)
                 gemm(&mut dx, 0, d, true, dxl_rd, rd.l(d), rows, d, rd.out, ex.par());
@@ -432,10 +434,10 @@ impl Embed {
 /// (`T, V, H·dh`), `Gᵀ = (Rd·W_O)ᵀ` (`H·dh, R`) and each head's value read out,
 /// `OV_t[x, h] = G_h·V_t[x, h]` (`T, V, H, R`); per pair the weights and their sum `Σ A·OV`.
 struct Attention {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    gt: Vec<f32>,
-    ov: Vec<f32>,
+    q: Buf,
+    k: Buf,
+    gt: Buf,
+    ov: Buf,
     alpha: f32,
     scale: f32,
 }
@@ -448,28 +450,28 @@ impl Attention {
         let row_sum = |a: usize, b: usize, col: usize, n: usize, out: &mut [f32]| {
             out.iter_mut().zip(xl[a * p + col..][..n].iter().zip(&xl[b * p + col..][..n])).for_each(|(y, (x, z))| *y = x + z);
         };
-        let mut q = vec![0.0f32; v * hd];
+        let mut q = Buf::scratch(v * hd);
         for (x, row) in q.chunks_mut(hd).enumerate() {
             row_sum(x, rows - 1, cq, hd, row);
         }
-        let mut k = vec![0.0f32; t * v * hd];
+        let mut k = Buf::scratch(t * v * hd);
         for (i, row) in k.chunks_mut(hd).enumerate() {
             row_sum(i % v, v + i / v, ck, hd, row);
         }
         // Gᵀ = W_Oᵀ·Rdᵀ, then the values of the V + T embedding rows read out, head by head.
-        let mut gt = vec![0.0f32; hd * r];
+        let mut gt = Buf::scratch(hd * r);
         let w_ot = Mat { data: w.w_o, off: 0, rs: 1, cs: hd }; // (H·dh, D)
         for rd in &readers[3..] {
             gemm(&mut gt, rd.col - z.col_read(), r, false, w_ot, rd.l(d).t(), hd, rd.out, d, ex.par());
         }
-        let mut ovs = vec![0.0f32; rows * h * r];
+        let mut ovs = Buf::scratch(rows * h * r);
         for head in 0..h {
             let xv = Mat { data: xl, off: cv + head * dh, rs: p, cs: 1 }; // (V+T, dh)
             let gt_h = Mat { data: &gt, off: head * dh * r, rs: r, cs: 1 }; // (dh, R)
             gemm(&mut ovs, head * r, h * r, false, xv, gt_h, rows, r, dh, ex.par());
         }
         let hr = h * r;
-        let mut ov = vec![0.0f32; t * v * hr];
+        let mut ov = Buf::scratch(t * v * hr);
         for (i, row) in ov.chunks_mut(hr).enumerate() {
             let (tok, pos) = (&ovs[(i % v) * hr..][..hr], &ovs[(v + i / v) * hr..][..hr]);
             row.iter_mut().zip(tok.iter().zip(pos)).for_each(|(y, (a, b))| *y = a + b);
@@ -477,20 +479,24 @@ impl Attention {
         Attention { q, k, gt, ov, alpha, scale: 1.0 / (dh as f32).sqrt() }
     }
 
+    #[inline]
     fn q_row(&self, z: Dims, x: usize, head: usize) -> &[f32] {
         &self.q[x * z.hd + head * z.dh..][..z.dh]
     }
 
+    #[inline]
     fn k_row(&self, z: Dims, pos: usize, x: usize, head: usize) -> &[f32] {
         &self.k[(pos * z.v + x) * z.hd + head * z.dh..][..z.dh]
     }
 
+    #[inline]
     fn ov_row(&self, z: Dims, pos: usize, x: usize, head: usize) -> &[f32] {
         &self.ov[((pos * z.v + x) * z.h + head) * z.r..][..z.r]
     }
 
     /// The weights of one pair's last position, each `(H, T)`: `sm = softmax_t(q·k/√dh)` and
     /// `a = α·sm + (1 − α)`.
+    #[inline]
     fn weights(&self, z: Dims, toks: &[u32], sm: &mut [f32], a: &mut [f32]) {
         let last = toks[z.t - 1] as usize;
         for head in 0..z.h {
@@ -513,6 +519,7 @@ impl Attention {
     }
 
     /// The attention output at the last position, read out: `(pre, logit) += Σ_{h,t} a·OV_t[x_t, h]`.
+    #[inline]
     fn read(&self, z: Dims, toks: &[u32], a: &[f32], pre: &mut [f32], logit: &mut [f32]) {
         for head in 0..z.h {
             for (pos, &x) in toks.iter().enumerate() {
@@ -525,6 +532,7 @@ impl Attention {
 
     /// Backward of [`Attention::read`] and [`Attention::weights`] for one pair: from the readout's
     /// gradient `(dpre, dlogit)` to the scores' `ds = ∂loss/∂(q·k)`, written over `sm` (`H, T`).
+    #[inline]
     fn backward_pair(&self, z: Dims, toks: &[u32], dpre: &[f32], dlogit: &[f32], sm: &mut [f32], da: &mut [f32]) {
         for head in 0..z.h {
             for (pos, &x) in toks.iter().enumerate() {
@@ -549,8 +557,9 @@ impl Attention {
         if need.values {
             // dOV_t[x, h] = Σ a_{h,t}·dread, then dOV of the V + T embedding rows.
             let hr = h * r;
-            let mut dov = vec![0.0f32; t * v * hr];
+            let mut dov = Buf::scratch(t * v * hr);
             ex.each(dov.chunks_mut(hr), |i, row| {
+                row.fill(0.0);
                 let (pos, x) = (i / v, i % v);
                 for &i in by.pairs(pos, x) {
                     let (a, (dpre, dlogit)) = (pair.a(z, i as usize), pair.dread(z, i as usize));
@@ -563,13 +572,13 @@ impl Attention {
                     }
                 }
             });
-            let mut dovs = vec![0.0f32; rows * hr];
+            let mut dovs = Buf::zeroed(rows * hr);
             for (i, row) in dov.chunks(hr).enumerate() {
                 add(&mut dovs[(i % v) * hr..][..hr], row);
                 add(&mut dovs[(v + i / v) * hr..][..hr], row);
             }
             // OV = V·Gᵀ per head: dGᵀ_h = V_hᵀ·dOV_h, dV_h = dOV_h·G_h.
-            let mut dgt = vec![0.0f32; hd * r];
+            let mut dgt = Buf::scratch(hd * r);
             for head in 0..h {
                 let dov_h = Mat { data: &dovs, off: head * r, rs: hr, cs: 1 }; // (V+T, R)
                 let xv_t = Mat { data: &embed.xl, off: 2 * hd + head * dh, rs: 1, cs: p }; // (dh, V+T)
@@ -593,8 +602,9 @@ impl Attention {
         if need.scores {
             // dK_t[x, h] = Σ ds_{h,t}·q_h over the pairs with x at t; dQ[x, h] = Σ_t ds_{h,t}·k_{t,h}
             // over the pairs whose last token is x.
-            let mut dk = vec![0.0f32; t * v * hd];
+            let mut dk = Buf::scratch(t * v * hd);
             ex.each(dk.chunks_mut(hd), |i, row| {
+                row.fill(0.0);
                 let (pos, x) = (i / v, i % v);
                 for &i in by.pairs(pos, x) {
                     let (ds, last) = (pair.ds(z, i as usize), pair.tokens(z, i as usize)[t - 1] as usize);
@@ -603,8 +613,9 @@ impl Attention {
                     }
                 }
             });
-            let mut dq = vec![0.0f32; v * hd];
+            let mut dq = Buf::scratch(v * hd);
             ex.each(dq.chunks_mut(hd), |x, row| {
+                row.fill(0.0);
                 for &i in by.pairs(t - 1, x) {
                     let (ds, toks) = (pair.ds(z, i as usize), pair.tokens(z, i as usize));
                     for (head, row) in row.chunks_mut(dh).enumerate() {
@@ -636,7 +647,7 @@ impl Attention {
 /// `U·act + c` with `U = W_Uᵀ·W_out` (`V, M`) and `c = W_Uᵀ·b_out` (`V`): the output never exists
 /// in d_model.
 struct Mlp {
-    u: Vec<f32>,
+    u: Buf,
     c: Vec<f32>,
 }
 
@@ -644,7 +655,7 @@ impl Mlp {
     fn new(w: &Weights, z: Dims, ex: Exec) -> Mlp {
         let Dims { v, d, m, .. } = z;
         let w_ut = Mat { data: w.w_u, off: 0, rs: 1, cs: v }; // (V, D)
-        let mut u = vec![0.0f32; v * m];
+        let mut u = Buf::scratch(v * m);
         gemm(&mut u, 0, m, false, w_ut, mat(w.w_out, m), v, m, d, ex.par());
         let mut c = vec![0.0f32; v];
         gemm(&mut c, 0, 1, false, w_ut, mat(w.b_out, 1), v, 1, d, Parallelism::None);
@@ -652,6 +663,7 @@ impl Mlp {
     }
 
     /// Per pair: `pre ← relu(pre + b_in)` (the activation) and `logit += c`.
+    #[inline]
     fn activate(&self, w: &Weights, pre: &mut [f32], logit: &mut [f32]) {
         pre.iter_mut().zip(w.b_in).for_each(|(x, b)| *x = (*x + b).max(0.0));
         add(logit, &self.c);
@@ -665,17 +677,17 @@ impl Mlp {
 
     /// All pairs: `dU = dlogitsᵀ·act` (when needed) and `dpre = (dlogits·U) ⊙ [act > 0]` (when
     /// needed; ReLU's derivative at 0 is 0, as PyTorch's). Empty when not needed.
-    fn backward_pairs(&self, z: Dims, need: &Need, act: &[f32], dlogits: &[f32], ex: Exec) -> (Vec<f32>, Vec<f32>) {
+    fn backward_pairs(&self, z: Dims, need: &Need, act: &[f32], dlogits: &[f32], ex: Exec) -> (Buf, Buf) {
         let Dims { v, m, .. } = z;
         let b = act.len() / m;
-        let mut du = Vec::new();
+        let mut du = Buf::zeroed(0);
         if need.mlp_out {
-            du = vec![0.0f32; v * m];
+            du = Buf::scratch(v * m);
             gemm(&mut du, 0, m, false, Mat { data: dlogits, off: 0, rs: 1, cs: v }, mat(act, m), v, m, b, ex.par());
         }
-        let mut dpre = Vec::new();
+        let mut dpre = Buf::zeroed(0);
         if need.pre {
-            dpre = vec![0.0f32; b * m];
+            dpre = Buf::scratch(b * m);
             gemm(&mut dpre, 0, m, false, mat(dlogits, v), mat(&self.u, m), b, m, v, ex.par());
             ex.each(dpre.chunks_mut(CHUNK * m).zip(act.chunks(CHUNK * m)), |_, (g, a)| {
                 g.iter_mut().zip(a).for_each(|(g, &a)| *g = if a > 0.0 { *g } else { 0.0 }); // a select: vectorises
@@ -767,17 +779,21 @@ struct PairGrads<'a> {
 }
 
 impl PairGrads<'_> {
+    #[inline]
     fn tokens(&self, z: Dims, i: usize) -> &[u32] {
         &self.tokens[i * z.t..(i + 1) * z.t]
     }
+    #[inline]
     fn ds(&self, z: Dims, i: usize) -> &[f32] {
         let ht = z.h * z.t;
         &self.att[i * 2 * ht..][..ht]
     }
+    #[inline]
     fn a(&self, z: Dims, i: usize) -> &[f32] {
         let ht = z.h * z.t;
         &self.att[i * 2 * ht + ht..][..ht]
     }
+    #[inline]
     fn dread(&self, z: Dims, i: usize) -> (&[f32], &[f32]) {
         let dpre = if self.dpre.is_empty() { &[][..] } else { &self.dpre[i * z.m..(i + 1) * z.m] };
         (dpre, &self.dlogits[i * z.v..(i + 1) * z.v])
@@ -817,6 +833,7 @@ impl ByToken {
     }
 
     /// The pairs whose token at `pos` is `x`, in increasing order.
+    #[inline]
     fn pairs(&self, pos: usize, x: usize) -> &[u32] {
         let s = &self.start[pos * (self.v + 1)..];
         &self.pairs[pos * self.b + s[x]..pos * self.b + s[x + 1]]
@@ -845,6 +862,75 @@ impl Grads {
 
 // ---------------------------------------------------------------------------------------------
 // Kernels.
+
+thread_local! {
+    /// The buffers of earlier passes on this thread, for reuse: allocating and first touching
+    /// the few megabytes a pass needs cost about a tenth of an SGLD step (page faults, mostly).
+    static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of floats, taken from [`SPARE`] (the smallest one big enough, else the largest,
+/// grown) and given back when dropped.
+struct Buf(Vec<f32>);
+
+impl Buf {
+    /// `n` zeros.
+    fn zeroed(n: usize) -> Buf {
+        let mut b = Buf::spare(n);
+        b.0.clear();
+        b.0.resize(n, 0.0);
+        b
+    }
+
+    /// `n` floats of unspecified value, for a buffer the pass writes in full before reading it
+    /// (in tests they are NaN, so that a read before the write shows in every result).
+    fn scratch(n: usize) -> Buf {
+        let mut b = Buf::spare(n);
+        b.0.resize(n, 0.0);
+        b.0.truncate(n);
+        if cfg!(test) {
+            b.0.fill(f32::NAN);
+        }
+        b
+    }
+
+    fn spare(n: usize) -> Buf {
+        if n == 0 {
+            return Buf(Vec::new());
+        }
+        let spare = SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            let fit = (0..s.len()).filter(|&i| s[i].capacity() >= n).min_by_key(|&i| s[i].capacity());
+            let pick = fit.or_else(|| (0..s.len()).max_by_key(|&i| s[i].capacity()));
+            pick.map(|i| s.swap_remove(i))
+        });
+        Buf(spare.unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() > 0 {
+            // After the thread's pool is gone (thread exit) the buffer is simply freed.
+            let _ = SPARE.try_with(|s| s.borrow_mut().push(v));
+        }
+    }
+}
+
 
 /// How many threads the pass may use.
 #[derive(Clone, Copy)]
@@ -877,37 +963,75 @@ impl Exec {
     }
 }
 
-/// `Σ x_i·y_i` with eight partial sums in a fixed pattern: it vectorises, and every machine
-/// gets the same bits.
-#[inline]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &y[..n]);
-    let mut acc = [0.0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (a, b) in xc.zip(yc) {
-        for l in 0..8 {
-            acc[l] += a[l] * b[l];
+/// Whether the vector kernels may use AVX2 (tests turn it off to compare the two builds).
+static WIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the AVX2 build of the vector kernels on or off (for the test that compares them).
+#[cfg(test)]
+pub(crate) fn set_wide(on: bool) {
+    WIDE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Defines a vector kernel twice, for the default target (SSE2) and for AVX2, with a dispatcher
+/// that runs the AVX2 build where the CPU has it: the per-pair loops are ours, not gemm's (which
+/// picks its own kernels). Both builds give the same bits: the kernels use no fused multiply-add
+/// and fix the pattern of their partial sums.
+macro_rules! kernel {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        #[inline]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn base($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    base($($arg),*)
+                }
+                if WIDE.load(std::sync::atomic::Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            base($($arg),*)
         }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (a, b) in xr.iter().zip(yr) {
-        s += a * b;
-    }
-    s
+    };
 }
 
-/// `y += a·x`.
-#[inline]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+kernel! {
+    /// `Σ x_i·y_i` with eight partial sums in a fixed pattern.
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        let n = x.len().min(y.len());
+        let (x, y) = (&x[..n], &y[..n]);
+        let mut acc = [0.0f32; 8];
+        let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+        let (xr, yr) = (xc.remainder(), yc.remainder());
+        for (a, b) in xc.zip(yc) {
+            for l in 0..8 {
+                acc[l] += a[l] * b[l];
+            }
+        }
+        let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        for (a, b) in xr.iter().zip(yr) {
+            s += a * b;
+        }
+        s
+    }
 }
 
-/// `y += x`.
-#[inline]
-fn add(y: &mut [f32], x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
+kernel! {
+    /// `y += a·x`.
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+    }
+}
+
+kernel! {
+    /// `y += x`.
+    fn add(y: &mut [f32], x: &[f32]) {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y += x);
+    }
 }
 
 /// Matrix view: element `(i, j)` at `off + i·rs + j·cs`.
