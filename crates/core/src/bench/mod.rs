@@ -81,14 +81,28 @@ pub fn sgld_row_name(batch: usize, n: usize) -> String {
     }
 }
 
-/// FLOPs (2 per multiply-add) of one forward+backward of the factored one-layer model on `b`
-/// rows: per pair the attention (`H·T·(dh + D)` forward), the MLP and unembedding products
-/// (`D·M + M·D + D·V`), each product three times (forward, two backward); per token the tables.
+/// FLOPs (2 per multiply-add) of one forward+backward of the one-layer model on `b` rows, as
+/// `model::fast` computes it (see its docs for the notation; `R = M + V`, `V + T` embedding
+/// rows, `P = 3·H·dh + R` projection columns). Per pair: the `U` products `V·M` (forward, and
+/// twice backward), the weighted sums of table rows (`H·T·R` forward, the same again to sum
+/// the gradients back by token, and `H·T·R` more for the attention weights' gradient), the two
+/// bias-and-skip terms `2·R`, and the scores (`H·T·dh`, three times). Per token the table
+/// products, which do not grow with the batch. At α = 0 the attention weights are constant and
+/// their backward (`H·T·R + 2·H·T·dh` per pair, the products through `W_Q`, `W_K`) is skipped. The
+/// element-wise sums that build and fold the tables (about 1 % more) are not counted.
 pub fn flops_factored(cfg: &ModelConfig, b: usize) -> f64 {
     let (v, t, d, h, dh, m) = (cfg.vocab as f64, cfg.n_ctx as f64, cfg.d_model as f64, cfg.n_heads as f64, cfg.d_head as f64, cfg.d_mlp as f64);
-    let per_pair = 3.0 * (d * m + m * d + d * v) + 3.0 * h * t * (dh + d);
-    let tables = 3.0 * (t * 2.0 * v * d * h * dh + v * d * h * dh + t * v * h * dh * d);
-    2.0 * (b as f64 * per_pair + tables)
+    let (hd, r, rows) = (h * dh, m + v, v + t);
+    let p = 3.0 * hd + r;
+    let scores = cfg.alpha != 0.0;
+    let per_pair = 3.0 * v * m + 2.0 * h * t * r + 2.0 * r + h * t * dh + if scores { h * t * r + 2.0 * h * t * dh } else { 0.0 };
+    // Forward: X·Lᵀ, Gᵀ = W_Oᵀ·Rdᵀ, the values read out, U = W_Uᵀ·W_out, c = W_Uᵀ·b_out.
+    let forward = rows * d * p + hd * d * r + rows * hd * r + v * d * m + v * d;
+    // Backward: dGᵀ and dV, dW_O and dRd, the readers' gradients and dX (without W_Q, W_K at
+    // α = 0), dW_out and dW_U from dU, and the two from dc.
+    let readers = if scores { p } else { p - 2.0 * hd };
+    let backward = 2.0 * rows * hd * r + 2.0 * d * hd * r + 2.0 * readers * rows * d + 2.0 * d * v * m + 2.0 * d * v;
+    2.0 * (b as f64 * per_pair + forward + backward)
 }
 
 /// Float32 peak of `threads` cores: AVX2 with two 256-bit FMA units (32 FLOP per cycle) at the
@@ -257,12 +271,20 @@ mod tests {
         assert!(format(&rows).contains("train_step_full_batch p = 113: 150.00 ms here vs 900.00 ms pytorch -> 6.0x"));
     }
 
-    /// The factored FLOP count by hand for a toy shape: V = 3, T = 2, D = 4, H = 2, dh = 2, M = 8.
+    /// The factored FLOP count by hand for a toy shape: V = 3, T = 2, D = 4, H = 2, dh = 2, M = 8,
+    /// so R = 11, V + T = 5 rows, H·dh = 4 and P = 3·4 + 11 = 23 columns.
     #[test]
     fn flops_by_hand() {
-        let cfg = ModelConfig { vocab: 3, n_ctx: 2, d_model: 4, n_heads: 2, d_head: 2, d_mlp: 8, ..config::load_str("", &[]).unwrap().model_config() };
-        // per pair: 3·(32 + 32 + 12) + 3·2·2·(2 + 4) = 228 + 72 = 300;
-        // tables: 3·(2·2·3·4·2·2 + 3·4·2·2 + 2·3·2·2·4) = 3·(192 + 48 + 96) = 1008.
-        assert_eq!(flops_factored(&cfg, 10), 2.0 * (10.0 * 300.0 + 1008.0));
+        let base = ModelConfig { vocab: 3, n_ctx: 2, d_model: 4, n_heads: 2, d_head: 2, d_mlp: 8, ..config::load_str("", &[]).unwrap().model_config() };
+        // Per pair, α ≠ 0: 3·3·8 = 72; (3·2·2 + 2)·11 = 154; 3·2·2·2 = 24: 250.
+        // Per token, forward: 5·4·23 = 460, 4·4·11 = 176, 5·4·11 = 220, 3·4·8 = 96, 3·4 = 12: 964;
+        // backward: 2·5·4·11 = 440, 2·4·4·11 = 352, 23·5·4 = 460, 5·23·4 = 460, 2·4·3·8 = 192,
+        // 2·4·3 = 24: 1928.
+        let clock = ModelConfig { alpha: 0.5, ..base.clone() };
+        assert_eq!(flops_factored(&clock, 10), 2.0 * (10.0 * 250.0 + 964.0 + 1928.0));
+        // α = 0: per pair 72 + (2·2·2 + 2)·11 + 2·2·2 = 190; the readers' gradients and dX
+        // without W_Q, W_K: (23 − 8)·5·4 = 300 each instead of 460, so the backward is 1608.
+        let pizza = ModelConfig { alpha: 0.0, ..base };
+        assert_eq!(flops_factored(&pizza, 10), 2.0 * (10.0 * 190.0 + 964.0 + 1608.0));
     }
 }

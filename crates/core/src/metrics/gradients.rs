@@ -7,23 +7,31 @@ For a batch of pairs `(a, b)` and a set of classes per pair, [`GradientEngine::g
 `e_a`, `e_b` are the token embeddings at positions 0 and 1 *before* the positional embedding is
 added (so a pair with `a = b` still has two separate gradients, one per position).
 
-Two engines compute the same thing:
+Three engines compute the same thing:
 
-- [`GradientEngine::ClosedForm`] (one-layer models, the paper's): a hand-written reverse pass for
-  all classes at once, batched over pairs. One forward pass per chunk of pairs; the per-class
-  work is a few large matrix products (the MLP's `(B·K, d_mlp) × (d_mlp, d_model)` dominates).
+- [`GradientEngine::Factored`] (one-layer ReLU models in float32, the paper's): the fast path's
+  forward ([`fast::Forward`]: per-token tables, per pair the attention weights and the
+  activation), then the reverse pass of every class at once as a few matrix products per chunk
+  of pairs. `∂Q_c/∂resid = W_inᵀ·(mask ⊙ U[c]) + W_U[:, c]` for all classes is one product of
+  the pairs' ReLU masks with the table `U[c, m]·W_in[m, :]` (`d_mlp × p·d_model`), the cost
+  that dominates; the score path uses `W_K,hᵀ·q` and `W_Q,hᵀ·k` tables per token.
+- [`GradientEngine::ClosedForm`] (one-layer models, any activation and dtype; the float64
+  reference for the factored engine): the same reverse pass in candle tensor operations.
 - [`GradientEngine::Autograd`] (any depth): candle's autograd with the embeddings as a `Var`;
   one forward per chunk, then one backward per class over the whole chunk (pairs are independent,
   so the gradient of `Σ_pairs Q_c` with respect to a pair's embeddings is that pair's gradient).
 
-The tests check both against each other and against central finite differences in float64.
+The tests check them against each other and against central finite differences in float64.
 */
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarBuilder;
+use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::model::fast::{self, gemm, mat};
+use crate::model::names::Param;
 use crate::model::Activation;
 use crate::model::{ModelConfig, Params, Transformer};
 
@@ -77,27 +85,27 @@ impl OneLayer {
             Ok(v.as_tensor().detach().to_dtype(dtype)?)
         };
         let (h, dh, d, p) = (cfg.n_heads, cfg.d_head, cfg.d_model, cfg.p);
-        let w_q = get("blocks.0.attn.W_Q")?.reshape((h * dh, d))?;
-        let w_k = get("blocks.0.attn.W_K")?.reshape((h * dh, d))?;
-        let w_v = get("blocks.0.attn.W_V")?.reshape((h * dh, d))?;
-        let w_out = get("blocks.0.mlp.W_out")?; // (d, m)
-        let u = get("unembed.W_U")?.narrow(1, 0, p)?.t()?.contiguous()?; // (p, d)
+        let w_q = get(Param::WQ.name())?.reshape((h * dh, d))?;
+        let w_k = get(Param::WK.name())?.reshape((h * dh, d))?;
+        let w_v = get(Param::WV.name())?.reshape((h * dh, d))?;
+        let w_out = get(Param::WOut.name())?; // (d, m)
+        let u = get(Param::WU.name())?.narrow(1, 0, p)?.t()?.contiguous()?; // (p, d)
         let r = u.matmul(&w_out)?; // (p, m)
-        let w_o = get("blocks.0.attn.W_O")?; // (d, H·dh)
+        let w_o = get(Param::WO.name())?; // (d, H·dh)
         let w_o_heads = w_o.t()?.contiguous()?.reshape((h, dh, d))?;
         let w_ov = w_o.matmul(&w_v)?;
         Ok(OneLayer {
             w_o_heads,
             w_ov,
-            w_pos: get("pos_embed.W_pos")?,
+            w_pos: get(Param::WPos.name())?,
             w_k_heads: w_k.reshape((h, dh, d))?,
             w_q_heads: w_q.reshape((h, dh, d))?,
             w_q,
             w_k,
             w_v,
             w_o,
-            w_in: get("blocks.0.mlp.W_in")?,
-            b_in: get("blocks.0.mlp.b_in")?,
+            w_in: get(Param::WIn.name())?,
+            b_in: get(Param::BIn.name())?,
             u,
             r,
             n_heads: h,
@@ -206,10 +214,191 @@ impl OneLayer {
     }
 }
 
+/// The factored engine (see the module docs): the fast path's forward and per-token tables,
+/// plus the products that do not depend on the input.
+pub struct Factored {
+    cfg: ModelConfig,
+    fwd: fast::Forward,
+    w_in: Vec<f32>, // (M, D)
+    w_o: Vec<f32>,  // (D, H·dh)
+    w_v: Vec<f32>,  // (H·dh, D)
+    /// `W_U[:, c]` of the answer classes as rows: (p, D).
+    u_rows: Vec<f32>,
+    /// `U[c, m]·W_in[m, :]` for every class c: (M, p·D), so that `W_inᵀ·(mask ⊙ U[c])` of every
+    /// class is one product with a pair's ReLU mask.
+    in_by_class: Vec<f32>,
+    /// `W_K,hᵀ·q_h` of each token at the last position: (V, H, D).
+    kq: Vec<f32>,
+    /// `W_Q,hᵀ·k_{t,h}` of each token at each position: (T, V, H, D).
+    qk: Vec<f32>,
+}
+
+impl std::fmt::Debug for Factored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Factored").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Factored {
+    /// The engine for a one-layer ReLU model ([`fast::supports`]).
+    pub fn new(params: &Params, cfg: &ModelConfig) -> Result<Factored> {
+        if !fast::supports(cfg) {
+            bail!("the factored embedding gradients need a one-layer ReLU model");
+        }
+        let flat = params.flat()?;
+        let w = fast::Weights::from_map(&flat)?;
+        let fwd = fast::Forward::new(cfg, &w, 1);
+        let (v, t, d, h, dh, m, p) = (cfg.vocab, cfg.n_ctx, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.p);
+        let get = |q: Param| flat[q.name()].clone();
+        let (w_in, w_o, w_v, w_u, w_q, w_k) = (get(Param::WIn), get(Param::WO), get(Param::WV), get(Param::WU), get(Param::WQ), get(Param::WK));
+        let u_rows: Vec<f32> = (0..p).flat_map(|c| (0..d).map(move |j| (c, j))).map(|(c, j)| w_u[j * v + c]).collect();
+        let u = fwd.u();
+        let mut in_by_class = vec![0.0f32; m * p * d];
+        for (mm, row) in in_by_class.chunks_mut(p * d).enumerate() {
+            for (c, out) in row.chunks_mut(d).enumerate() {
+                let uc = u[c * m + mm];
+                out.iter_mut().zip(&w_in[mm * d..(mm + 1) * d]).for_each(|(y, x)| *y = uc * x);
+            }
+        }
+        // W_Xᵀ·r for one head's rows of W_X (dh × D), r of width dh: into `out` (D).
+        let back = |wx: &[f32], head: usize, r: &[f32], out: &mut [f32]| {
+            for (k, &rk) in r.iter().enumerate() {
+                fast::axpy(out, rk, &wx[(head * dh + k) * d..][..d]);
+            }
+        };
+        let mut kq = vec![0.0f32; v * h * d];
+        for (i, out) in kq.chunks_mut(d).enumerate() {
+            back(&w_k, i % h, fwd.query(i / h, i % h), out);
+        }
+        let mut qk = vec![0.0f32; t * v * h * d];
+        for (i, out) in qk.chunks_mut(d).enumerate() {
+            let (pos, x, head) = (i / (v * h), (i / h) % v, i % h);
+            back(&w_q, head, fwd.key(pos, x, head), out);
+        }
+        Ok(Factored { cfg: cfg.clone(), fwd, w_in, w_o, w_v, u_rows, in_by_class, kq, qk })
+    }
+
+    /// `(∂Q_c/∂e_0, ∂Q_c/∂e_1)` of the token rows `tokens` (`B × n_ctx`), each flat (B, K, D).
+    fn grads(&self, tokens: &[u32], classes: Classes) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = &self.cfg;
+        let (v, t, d, h, dh, m, p) = (c.vocab, c.n_ctx, c.d_model, c.n_heads, c.d_head, c.d_mlp, c.p);
+        let (hd, ht, b) = (h * dh, h * t, tokens.len() / t);
+        let none = Parallelism::None;
+        let kk = match classes {
+            Classes::All => p,
+            Classes::PerRow(cls) if cls.len() == b => 1,
+            Classes::PerRow(cls) => bail!("{} classes for {} rows", cls.len(), b),
+        };
+        if let Some(bad) = tokens.iter().find(|&&x| x as usize >= v) {
+            bail!("token {bad} is outside the vocabulary of {v}");
+        }
+        // Forward, pair by pair.
+        let (mut att, mut act, mut logit) = (vec![0.0f32; b * 2 * ht], vec![0.0f32; b * m], vec![0.0f32; v]);
+        for (i, (att, act)) in att.chunks_mut(2 * ht).zip(act.chunks_mut(m)).enumerate() {
+            let (sm, a) = att.split_at_mut(ht);
+            self.fwd.pair(&tokens[i * t..(i + 1) * t], sm, a, act, &mut logit);
+        }
+        // ∂Q_c/∂resid at the last position, every row and class: (B·K, D).
+        let mut gh = vec![0.0f32; b * kk * d];
+        match classes {
+            Classes::All => {
+                let mask: Vec<f32> = act.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
+                gemm(&mut gh, 0, p * d, false, mat(&mask, m), mat(&self.in_by_class, p * d), b, p * d, m, none);
+                for row in gh.chunks_mut(p * d) {
+                    fast::add(row, &self.u_rows);
+                }
+            }
+            Classes::PerRow(cls) => {
+                let u = self.fwd.u();
+                let mut x = act.clone();
+                for (row, &cl) in x.chunks_mut(m).zip(cls) {
+                    let uc = &u[cl as usize * m..][..m];
+                    row.iter_mut().zip(uc).for_each(|(y, u)| *y = if *y > 0.0 { *u } else { 0.0 });
+                }
+                gemm(&mut gh, 0, d, false, mat(&x, m), mat(&self.w_in, d), b, d, m, none);
+                for (row, &cl) in gh.chunks_mut(d).zip(cls) {
+                    fast::add(row, &self.u_rows[cl as usize * d..][..d]);
+                }
+            }
+        }
+        // ∂Q/∂z per head: y = gh·W_O (B·K, H·dh); the value path to position j is
+        // Σ_h A_{h,j}·W_V,hᵀ·y_h, the skip path adds gh at the last position.
+        let n = b * kk;
+        let mut y = vec![0.0f32; n * hd];
+        gemm(&mut y, 0, hd, false, mat(&gh, d), mat(&self.w_o, hd), n, hd, d, none);
+        let mut out = [vec![0.0f32; n * d], vec![0.0f32; n * d]];
+        if c.alpha == 0.0 {
+            // Every weight is 1: both positions get y·W_V.
+            gemm(&mut out[0], 0, d, false, mat(&y, hd), mat(&self.w_v, d), n, d, hd, none);
+            out[1] = out[0].clone();
+        } else {
+            let mut ys = vec![0.0f32; n * hd];
+            for (j, g) in out.iter_mut().enumerate() {
+                for (r, (dst, src)) in ys.chunks_mut(hd).zip(y.chunks(hd)).enumerate() {
+                    let a = &att[(r / kk) * 2 * ht + ht..][..ht];
+                    for head in 0..h {
+                        let coef = a[head * t + j];
+                        dst[head * dh..(head + 1) * dh].iter_mut().zip(&src[head * dh..(head + 1) * dh]).for_each(|(d, s)| *d = coef * s);
+                    }
+                }
+                gemm(g, 0, d, false, mat(&ys, hd), mat(&self.w_v, d), n, d, hd, none);
+            }
+        }
+        if t - 1 < 2 {
+            fast::add(&mut out[t - 1], &gh);
+        }
+        if c.alpha != 0.0 {
+            // The score path: ∂Q/∂A_{h,t} = y_h·v_{t,h}, the softmax backward, then
+            // ∂s_{h,t}/∂e_t = W_K,hᵀ·q_h and ∂s_{h,t}/∂e_last = W_Q,hᵀ·k_{t,h}.
+            let (alpha, scale) = (c.alpha as f32, 1.0 / (dh as f32).sqrt());
+            let (mut vals, mut da, mut ds) = (vec![0.0f32; t * hd], vec![0.0f32; t], vec![0.0f32; ht]);
+            for i in 0..b {
+                let toks = &tokens[i * t..(i + 1) * t];
+                let last = toks[t - 1] as usize;
+                for (pos, row) in vals.chunks_mut(hd).enumerate() {
+                    self.fwd.value(pos, toks[pos] as usize, row);
+                }
+                let sm = &att[i * 2 * ht..][..ht];
+                for cl in 0..kk {
+                    let r = i * kk + cl;
+                    let yr = &y[r * hd..(r + 1) * hd];
+                    for head in 0..h {
+                        for pos in 0..t {
+                            da[pos] = fast::dot(&yr[head * dh..(head + 1) * dh], &vals[pos * hd + head * dh..][..dh]);
+                        }
+                        let s = &sm[head * t..(head + 1) * t];
+                        let mean: f32 = s.iter().zip(&da).map(|(s, d)| s * d).sum();
+                        for pos in 0..t {
+                            ds[head * t + pos] = alpha * s[pos] * (da[pos] - mean) * scale;
+                        }
+                    }
+                    for (j, g) in out.iter_mut().enumerate() {
+                        let g = &mut g[r * d..(r + 1) * d];
+                        for head in 0..h {
+                            fast::axpy(g, ds[head * t + j], &self.kq[(last * h + head) * d..][..d]);
+                        }
+                        if j == t - 1 {
+                            for head in 0..h {
+                                for (pos, &x) in toks.iter().enumerate() {
+                                    fast::axpy(g, ds[head * t + pos], &self.qk[((pos * v + x as usize) * h + head) * d..][..d]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let [ga, gb] = out;
+        Ok((ga, gb))
+    }
+}
+
 /// How embedding gradients are computed for one model.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum GradientEngine {
-    /// The hand-written reverse pass (one-layer models).
+    /// The fast path's forward and a reverse pass by hand (one-layer ReLU models, float32).
+    Factored(Box<Factored>),
+    /// The hand-written reverse pass in candle operations (one-layer models).
     ClosedForm(Box<OneLayer>),
     /// candle autograd over a model built on detached weights (any depth).
     Autograd {
@@ -232,12 +421,81 @@ pub fn detached_model(params: &Params, cfg: &ModelConfig, dtype: DType) -> Resul
 }
 
 impl GradientEngine {
-    /// The closed form for one-layer models, autograd otherwise.
+    /// The factored engine for one-layer ReLU models in float32, the closed form for other
+    /// one-layer models, autograd otherwise.
     pub fn new(params: &Params, cfg: &ModelConfig, dtype: DType) -> Result<GradientEngine> {
-        if cfg.n_layers == 1 {
-            Ok(GradientEngine::ClosedForm(Box::new(OneLayer::new(params, cfg, dtype)?)))
+        if fast::supports(cfg) && dtype == DType::F32 {
+            Ok(GradientEngine::Factored(Box::new(Factored::new(params, cfg)?)))
+        } else if cfg.n_layers == 1 {
+            GradientEngine::closed_form(params, cfg, dtype)
         } else {
             GradientEngine::autograd(params, cfg, dtype)
+        }
+    }
+
+    /// Always the closed form (one-layer models; the factored engine's cross-check).
+    pub fn closed_form(params: &Params, cfg: &ModelConfig, dtype: DType) -> Result<GradientEngine> {
+        Ok(GradientEngine::ClosedForm(Box::new(OneLayer::new(params, cfg, dtype)?)))
+    }
+
+    /// The engine's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GradientEngine::Factored(_) => "factored",
+            GradientEngine::ClosedForm(_) => "closed form",
+            GradientEngine::Autograd { .. } => "autograd",
+        }
+    }
+
+    /// `(∂Q_c/∂e_a, ∂Q_c/∂e_b)` of the token rows `tokens` (`B × n_ctx`), each (B, K, d); `w_e` is
+    /// `embed.W_E` (d, vocab), which the engines other than the factored one embed the rows with.
+    pub fn grads_of_tokens(&self, w_e: &Tensor, tokens: &[u32], classes: Classes) -> Result<(Tensor, Tensor)> {
+        match self {
+            GradientEngine::Factored(f) => {
+                let (ga, gb) = f.grads(tokens, classes)?;
+                let (b, d) = (tokens.len() / f.cfg.n_ctx, f.cfg.d_model);
+                let k = ga.len() / (b * d).max(1);
+                Ok((Tensor::from_vec(ga, (b, k, d), &Device::Cpu)?, Tensor::from_vec(gb, (b, k, d), &Device::Cpu)?))
+            }
+            _ => {
+                let n_ctx = self.n_ctx();
+                let rows: Vec<u32> = (0..(tokens.len() / n_ctx) as u32).collect();
+                let emb = embed_rows(&w_e.t()?.contiguous()?, tokens, n_ctx, &rows)?;
+                self.grads(&emb, classes)
+            }
+        }
+    }
+
+    fn n_ctx(&self) -> usize {
+        match self {
+            GradientEngine::Factored(f) => f.cfg.n_ctx,
+            GradientEngine::ClosedForm(w) => w.w_pos.dim(0).unwrap_or(2),
+            GradientEngine::Autograd { model, .. } => model.config().n_ctx,
+        }
+    }
+
+    /// Cosines between `∂Q_c/∂e_a` and `∂Q_c/∂e_b` for `rows` of the token table `tokens`
+    /// (`n_ctx` tokens per row), in row-then-class order; `w_e_t` is `W_Eᵀ` (vocab, d).
+    fn cosines_of_rows(&self, w_e_t: &Tensor, tokens: &[u32], n_ctx: usize, rows: &[u32], classes: Classes) -> Result<Vec<f64>> {
+        match self {
+            GradientEngine::Factored(f) => {
+                let toks: Vec<u32> = rows.iter().flat_map(|&r| tokens[r as usize * n_ctx..(r as usize + 1) * n_ctx].iter().copied()).collect();
+                let (ga, gb) = f.grads(&toks, classes)?;
+                let d = f.cfg.d_model;
+                Ok(ga
+                    .chunks(d)
+                    .zip(gb.chunks(d))
+                    .map(|(a, b)| {
+                        let (ab, aa, bb) = (fast::dot(a, b) as f64, fast::dot(a, a) as f64, fast::dot(b, b) as f64);
+                        if aa > 0.0 && bb > 0.0 { ab / (aa * bb).sqrt() } else { 0.0 }
+                    })
+                    .collect())
+            }
+            _ => {
+                let emb = embed_rows(w_e_t, tokens, n_ctx, rows)?;
+                let (ga, gb) = self.grads(&emb, classes)?;
+                cosines(&ga, &gb)
+            }
         }
     }
 
@@ -248,8 +506,10 @@ impl GradientEngine {
 
     /// `(∂Q_c/∂e_a, ∂Q_c/∂e_b)` for token embeddings `emb` (B, T, d): each (B, K, d), with `K = p`
     /// for [`Classes::All`] and `K = 1` for [`Classes::PerRow`].
+    /// The factored engine works from tokens ([`GradientEngine::grads_of_tokens`]) and refuses.
     pub fn grads(&self, emb: &Tensor, classes: Classes) -> Result<(Tensor, Tensor)> {
         match self {
+            GradientEngine::Factored(_) => bail!("the factored engine takes token rows (grads_of_tokens), not embeddings"),
             GradientEngine::ClosedForm(w) => w.grads(emb, classes),
             GradientEngine::Autograd { model, p } => {
                 let var = Var::from_tensor(&emb.detach())?;
@@ -390,13 +650,11 @@ pub fn gradient_symmetry(
         .par_iter()
         .map(|&s| -> Result<(f64, u64)> {
             let e = (s + chunk).min(rows.len());
-            let emb = embed_rows(&w_e_t, tokens, cfg.n_ctx, &rows[s..e])?;
             let classes = match triples {
                 Triples::All => Classes::All,
                 Triples::Sample { classes, .. } => Classes::PerRow(&classes[s..e]),
             };
-            let (ga, gb) = engine.grads(&emb, classes)?;
-            let cos = cosines(&ga, &gb)?;
+            let cos = engine.cosines_of_rows(&w_e_t, tokens, cfg.n_ctx, &rows[s..e], classes)?;
             Ok((cos.iter().sum(), cos.len() as u64))
         })
         .collect::<Result<Vec<_>>>()?;

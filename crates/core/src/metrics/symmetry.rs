@@ -148,7 +148,7 @@ pub fn analyze(ckpt: &Checkpoint, cfg: &AnalysisConfig) -> Result<SymmetryRecord
         evaluate_s = t_eval,
         gradient_symmetry_s = t_grad - t_eval,
         rest_s = started.elapsed().as_secs_f64() - t_grad,
-        engine = if matches!(engine, GradientEngine::ClosedForm(_)) { "closed form" } else { "autograd" },
+        engine = engine.name(),
         "symmetry timings"
     );
     Ok(SymmetryRecord {

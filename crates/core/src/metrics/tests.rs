@@ -225,10 +225,43 @@ fn closed_form_matches_autograd_on_released_models() {
         let rows: Vec<u32> = (0..3481).step_by(53).collect();
         let model = detached_model(&c.params, &c.model, DType::F32).unwrap();
         let emb = embeddings(&model, &data, &rows);
-        let (ca, cb) = GradientEngine::new(&c.params, &c.model, DType::F32).unwrap().grads(&emb, Classes::All).unwrap();
+        let (ca, cb) = GradientEngine::closed_form(&c.params, &c.model, DType::F32).unwrap().grads(&emb, Classes::All).unwrap();
         let (aa, ab) = GradientEngine::autograd(&c.params, &c.model, DType::F32).unwrap().grads(&emb, Classes::All).unwrap();
         let (ea, eb) = (rel_err(&ca, &aa), rel_err(&cb, &ab));
         assert!(ea < 1e-5 && eb < 1e-5, "{run}: {ea:e} {eb:e}");
+    }
+}
+
+/// The factored engine (float32, from tokens) against the closed form in float64, for every
+/// class and for one class per row: on small random one-layer ReLU models (α = 0, 0.5, 1, the
+/// `=` token, separate vocabularies) and on three released checkpoints.
+#[test]
+fn factored_engine_matches_the_float64_closed_form() {
+    let mut cases: Vec<(String, ModelConfig, Params, Dataset, f64)> = Vec::new();
+    for (alpha, sep, eq) in [(0.0, false, false), (0.5, false, false), (1.0, false, false), (1.0, true, false), (0.3, false, true)] {
+        let (cfg, params, data) = tiny(alpha, Activation::Relu, 1, sep, eq);
+        cases.push((format!("alpha {alpha}, separate vocab {sep}, `=` {eq}"), cfg, params, data, 2e-5));
+    }
+    for run in ["p99zdpze5l", "l8k1hzciux", "2k4ohj6bhd"] {
+        let c = released(run);
+        let (data, _) = dataset_for(&c).unwrap();
+        cases.push((run.to_string(), c.model.clone(), c.params.clone(), data, 1e-4));
+    }
+    for (what, cfg, params, data, tol) in cases {
+        let rows: Vec<u32> = (0..data.labels.len() as u32).step_by(5).take(60).collect();
+        let (toks, _) = data.gather(&rows);
+        let cls: Vec<u32> = rows.iter().map(|r| r % cfg.p as u32).collect();
+        let w_e = params.get("embed.W_E").unwrap().as_tensor().detach();
+        let factored = GradientEngine::new(&params, &cfg, DType::F32).unwrap();
+        assert_eq!(factored.name(), "factored", "{what}");
+        let closed = GradientEngine::closed_form(&params, &cfg, DType::F64).unwrap();
+        for classes in [Classes::All, Classes::PerRow(&cls)] {
+            let (fa, fb) = factored.grads_of_tokens(&w_e, &toks, classes).unwrap();
+            let (ca, cb) = closed.grads_of_tokens(&w_e.to_dtype(DType::F64).unwrap(), &toks, classes).unwrap();
+            assert_eq!(fa.dims(), ca.dims(), "{what}");
+            let (ea, eb) = (rel_err(&fa, &ca), rel_err(&fb, &cb));
+            assert!(ea < tol && eb < tol, "{what}, {classes:?}: factored vs float64 closed form {ea:e} {eb:e}");
+        }
     }
 }
 

@@ -161,10 +161,8 @@ pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[
         panic!("fast path: token or label {bad} is outside the vocabulary of {v}");
     }
     let ex = Exec { threads };
-    let readers = Reader::all(w, z);
-    let embed = Embed::new(w, z, &readers, ex);
-    let attn = Attention::new(w, z, cfg.alpha as f32, &embed, &readers, ex);
-    let mlp = Mlp::new(w, z, ex);
+    let fwd = Forward::new(cfg, w, threads);
+    let Forward { embed, attn, mlp, .. } = &fwd;
 
     // Forward, pair by pair: attention weights, the residual stream read out, the activation.
     let ht = h * t;
@@ -176,12 +174,8 @@ pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[
         let pairs = att.chunks_mut(2 * ht).zip(act.chunks_mut(m)).zip(logits.chunks_mut(v));
         for (j, ((att, pre), logit)) in pairs.enumerate() {
             let i = c * CHUNK + j;
-            let toks = &tokens[i * t..(i + 1) * t];
             let (sm, a) = att.split_at_mut(ht);
-            attn.weights(z, toks, sm, a);
-            embed.read_skip(z, toks, pre, logit);
-            attn.read(z, toks, a, pre, logit);
-            mlp.activate(w, pre, logit);
+            fwd.pair(&tokens[i * t..(i + 1) * t], sm, a, pre, logit);
         }
     });
     mlp.forward(z, &act, &mut logits, ex);
@@ -208,6 +202,7 @@ pub fn loss_and_grads(cfg: &ModelConfig, w: &Weights, tokens: &[u32], labels: &[
     }
 
     // From pairs to tokens, then from the tables to the weights.
+    let readers = Reader::all(w, z);
     let by = ByToken::new(tokens, b, z);
     let pair = PairGrads { att: &att, dpre: &dpre, dlogits: &dlogits, tokens };
     let dskip = embed.skip_grads(z, &by, &pair, ex);
@@ -246,6 +241,62 @@ impl Dims {
     /// Column of the readout in the embedding's projections.
     fn col_read(&self) -> usize {
         3 * self.hd
+    }
+}
+
+/// The per-token tables of the forward pass and the pass of one pair up to the logits, built once
+/// for a set of weights: [`loss_and_grads`] runs it on every pair, and `metrics::gradients`
+/// differentiates its output class by class (for that it reads the attention weights and the
+/// activation of each pair and the query, key and value rows of each token).
+pub(crate) struct Forward {
+    z: Dims,
+    embed: Embed,
+    attn: Attention,
+    mlp: Mlp,
+}
+
+impl Forward {
+    pub(crate) fn new(cfg: &ModelConfig, w: &Weights, threads: usize) -> Forward {
+        assert!(supports(cfg), "the fast path computes one-layer ReLU models only");
+        w.check(cfg);
+        let (z, ex) = (Dims::of(cfg), Exec { threads });
+        let readers = Reader::all(w, z);
+        let embed = Embed::new(w, z, &readers, ex);
+        let attn = Attention::new(w, z, cfg.alpha as f32, &embed, &readers, ex);
+        Forward { z, embed, attn, mlp: Mlp::new(w, z, ex) }
+    }
+
+    /// One pair (`n_ctx` tokens): the attention weights `sm = softmax(q·k/√dh)` and
+    /// `a = α·sm + (1 − α)` (`H, T` each), the activation `act` (`M`) and the logits without the
+    /// MLP's output read out (`logit`, `V`; [`Mlp::forward`] adds it for a whole batch).
+    #[inline]
+    pub(crate) fn pair(&self, toks: &[u32], sm: &mut [f32], a: &mut [f32], act: &mut [f32], logit: &mut [f32]) {
+        self.attn.weights(self.z, toks, sm, a);
+        self.embed.read_skip(self.z, toks, act, logit);
+        self.attn.read(self.z, toks, a, act, logit);
+        self.mlp.activate(act, logit);
+    }
+
+    /// The query of token `x` at the last position, head `head` (`dh`).
+    pub(crate) fn query(&self, x: usize, head: usize) -> &[f32] {
+        self.attn.q_row(self.z, x, head)
+    }
+
+    /// The key of token `x` at position `pos`, head `head` (`dh`).
+    pub(crate) fn key(&self, pos: usize, x: usize, head: usize) -> &[f32] {
+        self.attn.k_row(self.z, pos, x, head)
+    }
+
+    /// The value of token `x` at position `pos`, all heads (`H·dh`), into `out`.
+    pub(crate) fn value(&self, pos: usize, x: usize, out: &mut [f32]) {
+        let Dims { v, hd, p, .. } = self.z;
+        let (tok, at) = (&self.embed.xl[x * p + 2 * hd..][..hd], &self.embed.xl[(v + pos) * p + 2 * hd..][..hd]);
+        out.iter_mut().zip(tok.iter().zip(at)).for_each(|(y, (a, b))| *y = a + b);
+    }
+
+    /// `U = W_Uᵀ·W_out` (`V, M`): the MLP's output read by the unembedding.
+    pub(crate) fn u(&self) -> &[f32] {
+        &self.mlp.u
     }
 }
 
@@ -399,11 +450,9 @@ impl Embed {
                 add(&mut dxl[(rows - 1) * p + col..][..r], row);
             }
         }
-        for rd in readers {
-            let scored = matches!(rd.param, Param::WQ | Param::WK);
-            if scored && !need.scores {
-                continue; // exactly zero: the weights do not depend on the scores
-            }
+        // Without scores (α = 0) the Q and K columns of `dxl` are zero, and so are their products.
+        let readers: Vec<&Reader> = readers.iter().filter(|rd| need.scores || !matches!(rd.param, Param::WQ | Param::WK)).collect();
+        for rd in &readers {
             if let Some(dw) = g.get(rd.param) {
                 let dxl_t = Mat { data: dxl, off: rd.col, rs: 1, cs: p }; // (out, V+T)
                 rd.add_grad(dw, dxl_t, mat(&self.x, d), rows, d, ex.par());
@@ -411,7 +460,7 @@ impl Embed {
         }
         if need.embed {
             let mut dx = Buf::zeroed(rows * d);
-            for rd in readers {
+            for rd in &readers {
                 let dxl_rd = Mat { data: dxl, off: rd.col, rs: p, cs: 1 }; // (V+T, out)
                 gemm(&mut dx, 0, d, true, dxl_rd, rd.l(d), rows, d, rd.out, ex.par());
             }
@@ -649,6 +698,7 @@ impl Attention {
 struct Mlp {
     u: Buf,
     c: Vec<f32>,
+    b_in: Vec<f32>,
 }
 
 impl Mlp {
@@ -659,13 +709,13 @@ impl Mlp {
         gemm(&mut u, 0, m, false, w_ut, mat(w.w_out, m), v, m, d, ex.par());
         let mut c = vec![0.0f32; v];
         gemm(&mut c, 0, 1, false, w_ut, mat(w.b_out, 1), v, 1, d, Parallelism::None);
-        Mlp { u, c }
+        Mlp { u, c, b_in: w.b_in.to_vec() }
     }
 
     /// Per pair: `pre ← relu(pre + b_in)` (the activation) and `logit += c`.
     #[inline]
-    fn activate(&self, w: &Weights, pre: &mut [f32], logit: &mut [f32]) {
-        pre.iter_mut().zip(w.b_in).for_each(|(x, b)| *x = (*x + b).max(0.0));
+    fn activate(&self, pre: &mut [f32], logit: &mut [f32]) {
+        pre.iter_mut().zip(&self.b_in).for_each(|(x, b)| *x = (*x + b).max(0.0));
         add(logit, &self.c);
     }
 
@@ -980,7 +1030,7 @@ macro_rules! kernel {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
         #[inline]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn base($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -1036,28 +1086,28 @@ kernel! {
 
 /// Matrix view: element `(i, j)` at `off + i·rs + j·cs`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    off: usize,
-    rs: usize,
-    cs: usize,
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) off: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 impl Mat<'_> {
     /// The transpose (the same elements).
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Mat { rs: self.cs, cs: self.rs, ..self }
     }
 }
 
 /// A row-major `(·, cols)` matrix.
-fn mat(data: &[f32], cols: usize) -> Mat<'_> {
+pub(crate) fn mat(data: &[f32], cols: usize) -> Mat<'_> {
     Mat { data, off: 0, rs: cols, cs: 1 }
 }
 
 /// `dst[m×n] (+)= a[m×k] · b[k×n]`, dst row-major with row stride `dst_rs` from `dst_off`.
 #[allow(clippy::too_many_arguments)]
-fn gemm(dst: &mut [f32], dst_off: usize, dst_rs: usize, acc: bool, a: Mat, b: Mat, m: usize, n: usize, k: usize, par: Parallelism) {
+pub(crate) fn gemm(dst: &mut [f32], dst_off: usize, dst_rs: usize, acc: bool, a: Mat, b: Mat, m: usize, n: usize, k: usize, par: Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
