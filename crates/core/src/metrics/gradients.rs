@@ -10,7 +10,7 @@ added (so a pair with `a = b` still has two separate gradients, one per position
 Three engines compute the same thing:
 
 - [`GradientEngine::Factored`] (one-layer ReLU models in float32, the paper's): the fast path's
-  forward ([`fast::Forward`]: per-token tables, per pair the attention weights and the
+  forward (`fast::Forward`: per-token tables, per pair the attention weights and the
   activation), then the reverse pass of every class at once as a few matrix products per chunk
   of pairs. `∂Q_c/∂resid = W_inᵀ·(mask ⊙ U[c]) + W_U[:, c]` for all classes is one product of
   the pairs' ReLU masks with the table `U[c, m]·W_in[m, :]` (`d_mlp × p·d_model`), the cost

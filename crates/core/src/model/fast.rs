@@ -11,7 +11,7 @@ with one row per vocabulary entry, and what remains per pair is small. Sizes: `V
 
 The residual stream entering the block at position `t` with token `x` is `W_E[:, x] + W_pos[t]`,
 i.e. `X[x] + X[V + t]` for the stack `X` of the `V` token rows over the `T` position rows
-([`Embed`]). The maps that read it, `W_Q`, `W_K`, `W_V` and, at the last position, the *readout*
+(`Embed`). The maps that read it, `W_Q`, `W_K`, `W_V` and, at the last position, the *readout*
 `Rd = [W_in; W_Uᵀ]` (`R × D`: the MLP reads the residual through `W_in`, the unembedding's skip
 path through `W_Uᵀ`), are applied once to the `V + T` rows of `X`. For a pair with tokens `x_t`,
 `ℓ = x_{T−1}`:
@@ -40,18 +40,27 @@ the weight gradients follow from the tables by a few matrix products, once per t
 # Cost
 
 Per pair `3·V·M + (3·H·T + 2)·R + 3·H·T·dh` multiply-adds (the `V·M` products of `U` forward and
-twice backward, the sums of table rows, the attention scores); per token the table products,
-whose cost does not grow with the batch (see `bench::flops_factored`, checked by hand in a
-test). At p = 59 that is 107 k per pair against 420 k for applying `W_in`, `W_out` and `W_U` to
-each pair's residual stream. Where an association order is free it takes the cheaper one: maps
-of the embedding act on `V + T` rows, not `V·T`, and the values are read out through `G = Rd·W_O`
-(`(M+V)·H·dh·(D + V + T)`) rather than by reading out `W_O·V` (`(M+V)·D·H·(V + T)`).
+twice backward, the sums of table rows, the attention scores; at α = 0 the weights are constant
+and their backward, `H·T·R + 2·H·T·dh`, is skipped); per token the table products, whose cost
+does not grow with the batch (`bench::flops_factored` counts both, checked by hand in a test).
+At p = 59 that is 106 k per pair against 420 k for applying `W_in`, `W_out` and `W_U` to each
+pair's residual stream. Where an association order is free it takes the cheaper one: maps of
+the embedding act on `V + T` rows, not `V·T`, and the values are read out through `G = Rd·W_O`
+(`(M+V)·H·dh·(D + V + T)`) rather than by reading out `W_O·V` (`(M+V)·D·H·(V + T)`). At a
+minibatch of 512 the tables are more than half of the work (0.14 of 0.25 GFLOP at p = 59).
 
 # Only some gradients
 
 [`loss_and_grads`] takes the set of tensors whose gradients the caller needs ([`ParamSet`]) and
-skips every step of the backward that none of them depends on (the rules are in [`Need`]); the
+skips every step of the backward that none of them depends on (the rules are in `Need`); the
 gradients it returns are bit for bit those of the full backward.
+
+# Layout
+
+`Forward` holds the per-token tables of the blocks, `Embed` (the embedding and the skip path),
+`Attention` (the only place α appears) and `Mlp`, and runs one pair up to the logits;
+[`loss_and_grads`] adds the loss (`cross_entropy`) and the backward, each block's beside its
+forward. The tensors are named by [`super::names::Param`].
 
 # Determinism
 
