@@ -350,3 +350,40 @@ fn fast_path_bits_do_not_depend_on_threads_or_vector_width() {
         assert!(narrow == one, "{} rows: the SSE2 build of the per-pair loops differs from the AVX2 build", rows.len());
     }
 }
+
+/// Asking for some gradients gives exactly (bit for bit) those of the full backward, and only
+/// those: each tensor alone, the attention's four, and none (the forward alone), at α = 1 (a
+/// released model; every step of the backward is live) and α = 0 (the golden; no score path).
+#[test]
+fn a_subset_of_gradients_is_the_full_backwards_bits() {
+    use crate::model::names::{Param, ParamSet};
+    let c = ckpt::load(&fixture("pizza/l8k1hzciux.safetensors")).unwrap();
+    let g0 = golden("0.0");
+    let p0 = Params::from_tensors(&g0.cfg, g0.group("init."), "golden").unwrap();
+    let mut sets: Vec<ParamSet> = Param::ALL.iter().map(|&p| ParamSet::of(&[p])).collect();
+    sets.push(ParamSet::of(&[Param::WQ, Param::WK, Param::WV, Param::WO]));
+    sets.push(ParamSet::NONE);
+    for (cfg, params, p) in [(&c.model, &c.params, 59u64), (&g0.cfg, &p0, 11)] {
+        let data = all_pairs(p);
+        let rows: Vec<u32> = (0..(p * p) as u32).step_by(7).collect();
+        let (toks, labs) = data.gather(&rows);
+        let flat = params.flat().unwrap();
+        let w = fast::Weights::from_map(&flat).unwrap();
+        let full = fast::loss_and_grads(cfg, &w, &toks, &labs, ParamSet::ALL, 2);
+        let all = full.grads.as_ref().unwrap();
+        for set in &sets {
+            let part = fast::loss_and_grads(cfg, &w, &toks, &labs, *set, 2);
+            assert_eq!(part.loss.to_bits(), full.loss.to_bits());
+            match &part.grads {
+                None => assert!(set.is_empty()),
+                Some(g) => {
+                    let names: Vec<&str> = g.keys().map(String::as_str).collect();
+                    assert_eq!(names, set.iter().map(|p| p.name()).collect::<Vec<_>>(), "only the tensors asked for");
+                    for (name, v) in g {
+                        assert!(v.iter().zip(&all[name]).all(|(a, b)| a.to_bits() == b.to_bits()), "p = {p}: {name} alone differs from the full backward");
+                    }
+                }
+            }
+        }
+    }
+}
