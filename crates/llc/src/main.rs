@@ -1,6 +1,6 @@
-//! `llc`: Local Learning Coefficient estimates (`estimate`), their calibration (`calibrate`) and
-//! the estimator's check on models of known LLC (`validate`). The work is `pizza_core::llc`; the
-//! method and the tables are in docs/llc.md. SGLD settings are the experiment file's `llc:`
+//! `llc`: Local Learning Coefficient estimates (`estimate`), their check against long chains
+//! (`reference`), calibration (`calibrate`) and check on models of known LLC (`validate`). The work
+//! is `pizza_core::llc`, documented in docs/llc.md. SGLD settings are the experiment's `llc:`
 //! section, overridden with `--set llc.x=v` (the only way to change one on the command line).
 
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ enum Command {
     Estimate(EstimateArgs),
     /// Sweep ε × nβ (× γ, batch size) on one checkpoint, write the grid and print a recommendation.
     Calibrate(CalibrateArgs),
+    /// Estimate each checkpoint as `estimate` does and against long chains (8 chains, 4× draws, ε/2); write and print the comparison.
+    Reference(EstimateArgs),
     /// Estimate the LLC of a model whose LLC is known, and print both.
     Validate(ValidateArgs),
 }
@@ -35,8 +37,7 @@ struct Settings {
     config: cli::ConfigArgs,
     /// Take the `llc:` settings of this grid run (needed only when the grid varies llc.* keys and
     /// the checkpoints are not the grid's runs').
-    #[arg(long, value_name = "ID")]
-    run: Option<String>,
+    #[arg(long, value_name = "ID")] run: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +45,7 @@ struct EstimateArgs {
     /// Run directories (all their checkpoints, in step order) or checkpoint files.
     #[arg(required = true, value_name = "CHECKPOINT_OR_RUN_DIR")]
     inputs: Vec<PathBuf>,
-    /// Summary table (one row per checkpoint and restriction group); <stem>_trace.parquet goes beside it.
+    /// Output table: estimate, one row per checkpoint and restriction group (<stem>_trace.parquet beside it); reference, one per checkpoint.
     #[arg(long, value_name = "PARQUET")]
     out: PathBuf,
     #[command(flatten)]
@@ -52,8 +53,7 @@ struct EstimateArgs {
     #[command(flatten)]
     select: stage::Selection,
     /// Do not draw a progress bar.
-    #[arg(long)]
-    no_progress: bool,
+    #[arg(long)] no_progress: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,15 +79,12 @@ struct CalibrateArgs {
     #[arg(long, value_delimiter = ',', value_name = "B,..", value_parser = stage::parse_batch_size)]
     batch_sizes: Vec<Option<usize>>,
     /// Largest relative change of the estimate from the next smaller ε that counts as flat.
-    #[arg(long, default_value_t = RecommendCriteria::default().flat_tolerance)]
-    flat_tolerance: f64,
+    #[arg(long, default_value_t = RecommendCriteria::default().flat_tolerance)] flat_tolerance: f64,
     /// Lowest acceptable mean MALA acceptance probability.
-    #[arg(long, default_value_t = RecommendCriteria::default().min_acceptance)]
-    min_acceptance: f64,
+    #[arg(long, default_value_t = RecommendCriteria::default().min_acceptance)] min_acceptance: f64,
     /// Compare step sizes at equal sampling time: burn-in and thinning scaled by EPS/ε, so every ε
     /// runs as long (ε × steps) as the settings at EPS (recommended: see docs/llc.md).
-    #[arg(long, value_name = "EPS")]
-    equal_time_at: Option<f64>,
+    #[arg(long, value_name = "EPS")] equal_time_at: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,8 +104,7 @@ struct ValidateArgs {
     /// See --m.
     #[arg(long)] d: Option<usize>,
     /// Start from devinterp's test settings instead of the recommended ones.
-    #[arg(long)]
-    devinterp: bool,
+    #[arg(long)] devinterp: bool,
     /// Override a sampler setting, e.g. `--set llc.epsilon=1e-3` (repeatable).
     #[arg(long = "set", value_name = "llc.KEY=VALUE")]
     sets: Vec<String>,
@@ -123,6 +119,10 @@ fn run(command: Command) -> Result<()> {
             let settings = SettingsSource::from_config(&a.settings.config.load()?, a.settings.run.as_deref())?;
             let jobs = a.select.plan(&a.inputs, &settings)?;
             stage::run_estimate(&jobs, &a.out, &settings, &EstimateOptions { progress: !a.no_progress, stop_after: None })
+        }
+        Command::Reference(a) => {
+            let settings = SettingsSource::from_config(&a.settings.config.load()?, a.settings.run.as_deref())?;
+            Ok(print!("{}", stage::reference_stage(&a.select.plan(&a.inputs, &settings)?, &a.out, &settings)?))
         }
         Command::Calibrate(a) => {
             let base = SettingsSource::one(&a.settings.config.load()?, a.settings.run.as_deref())?;

@@ -196,10 +196,10 @@ pub fn sgld_step(p: u64, batch: Option<usize>, chains: usize, threads: usize, st
         batch_size: batch,
         chains,
         draws: steps,
-        burn_in: 0,
+        burn_in: 0.into(),
         mala_every: 0,
         threads,
-        ..crate::llc::SgldConfig::default()
+        ..crate::llc::SgldConfig::plain()
     };
     let (mc, n, times) = time_estimates(p, &settings, reps)?;
     let times = times.into_iter().map(|ms| ms / (chains * steps) as f64).collect();

@@ -147,7 +147,7 @@ fn every_per_p_block_and_grid_point_is_checked_at_load() {
 #[test]
 fn section_overrides_change_only_what_they_name() {
     use crate::llc::{LossAtWstar, NBeta, NBetaRule, SgldConfig};
-    let base = SgldConfig { epsilon: 1e-4, chains: 3, ..SgldConfig::default() };
+    let base = SgldConfig { epsilon: 1e-4.into(), chains: 3, ..SgldConfig::plain() };
     let sets: Vec<String> = ["llc.epsilon=1e-3", "llc.nbeta=b_over_ln_b", "llc.batch_size=100", "llc.loss_at_wstar=first_batches"].map(String::from).to_vec();
     let s = override_section(&base, "llc", &sets).unwrap();
     assert_eq!(s.epsilon, 1e-3);

@@ -91,22 +91,22 @@ impl AnalyticModel {
         let base = SgldConfig {
             nbeta: NBeta::Rule(NBetaRule::NOverLnN),
             batch_size: None,
-            burn_in: 0,
-            steps_between_draws: 1,
+            burn_in: 0.into(),
+            steps_between_draws: 1.into(),
             seed: 0,
             mala_every: 10,
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         };
         match self {
             AnalyticModel::ReducedRank { .. } => SgldConfig {
-                epsilon: 6e-4,
+                epsilon: 6e-4.into(),
                 gamma: 1.0,
                 chains: 3,
                 draws: 2000,
                 ..base
             },
             _ => SgldConfig {
-                epsilon: 4e-4,
+                epsilon: 4e-4.into(),
                 gamma: 0.0,
                 chains: 10,
                 draws: 5000,
@@ -125,38 +125,38 @@ impl AnalyticModel {
         let base = SgldConfig {
             nbeta: NBeta::Rule(NBetaRule::NOverLnN),
             batch_size: None,
-            steps_between_draws: 1,
+            steps_between_draws: 1.into(),
             seed: 0,
             mala_every: 10,
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         };
         match self {
             // γ = 0 as in devinterp: any localisation pulls the estimate further below λ (see
             // the module tests); burn-in lets the chains leave the flat region around w* = 0.
             AnalyticModel::Polynomial { .. } => SgldConfig {
-                epsilon: 4e-4,
+                epsilon: 4e-4.into(),
                 gamma: 0.0,
                 chains: 10,
                 draws: 10_000,
-                burn_in: 2000,
+                burn_in: 2000.into(),
                 ..base
             },
             AnalyticModel::ReducedRank { .. } => SgldConfig {
-                epsilon: 3e-4,
+                epsilon: 3e-4.into(),
                 gamma: 1.0,
                 chains: 4,
                 draws: 4000,
-                burn_in: 2000,
+                burn_in: 2000.into(),
                 ..base
             },
             // Discretisation inflates a regular model's estimate by about 1/(1 − ε·nβ·s/2) for
             // loss curvature 2s (s ≈ 1 here): +2 % at ε = 3e-4.
             AnalyticModel::Linear { .. } => SgldConfig {
-                epsilon: 3e-4,
+                epsilon: 3e-4.into(),
                 gamma: 0.0,
                 chains: 8,
                 draws: 10_000,
-                burn_in: 1000,
+                burn_in: 1000.into(),
                 ..base
             },
         }

@@ -117,7 +117,7 @@ where
         for &nbeta in &nbetas {
             for &epsilon in &epsilons {
                 let config = SgldConfig {
-                    epsilon,
+                    epsilon: epsilon.into(),
                     gamma,
                     nbeta,
                     ..base.clone()

@@ -1,12 +1,14 @@
 /*!
 Settings of an LLC estimate ([`SgldConfig`]), the single source of their defaults, and their
-resolution against a concrete target (`nβ` rules, full batch).
+resolution against a concrete target (`nβ` rules, full batch, ε as a multiple of `1/nβ`, step
+counts in relaxation times: [`SgldConfig::schedule`]).
 */
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::restrict::{self, Restriction};
 use super::stage::CheckpointStep;
@@ -20,8 +22,9 @@ use super::LlcError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SgldConfig {
-    /// SGLD step size ε (devinterp's `lr`).
-    pub epsilon: f64,
+    /// SGLD step size ε (devinterp's `lr`): a number, or `{per_nbeta: c}` for `ε = c/nβ`, so
+    /// that one setting serves every p (the drift `nβ·∇L` grows with nβ).
+    pub epsilon: Epsilon,
     /// Localisation strength γ (devinterp's `localization`): keeps the chain near `w*`.
     pub gamma: f64,
     /// Inverse temperature times n.
@@ -32,10 +35,15 @@ pub struct SgldConfig {
     pub chains: usize,
     /// Recorded draws per chain.
     pub draws: usize,
-    /// SGLD steps per chain before the first draw.
-    pub burn_in: usize,
-    /// SGLD steps per draw (thinning); at least 1.
-    pub steps_between_draws: usize,
+    /// SGLD steps per chain before the first draw: a number, or `{relaxations: r}` for
+    /// `ceil(r·2/(εγ))` steps at the rung's ε (see [`StepCount`]).
+    pub burn_in: StepCount,
+    /// SGLD steps per draw (thinning), a number or `{relaxations: x}`; at least 1 step.
+    pub steps_between_draws: StepCount,
+    /// Retries of the step ladder of `llc estimate` ([`super::ladder`]): an estimate flagged for
+    /// its step (MALA, spikes, divergence) is redone at ε/2, one flagged for R-hat alone with
+    /// twice the draws, at most this many times. 0 is one estimate, as given.
+    pub halvings: u32,
     /// Seed of all sampling randomness; chain `i` uses ChaCha8 streams `2i` (noise) and `2i + 1`
     /// (minibatches).
     pub seed: u64,
@@ -85,14 +93,19 @@ pub struct SgldConfig {
 impl Default for SgldConfig {
     fn default() -> Self {
         SgldConfig {
-            epsilon: 1e-4,
+            // The shipped defaults (pipelines/default.yaml repeats them); docs/llc.md, "Choosing
+            // the step per checkpoint", has the measurements behind them. At p = 59
+            // (n = 2784, nβ ≈ 351) ε ≈ 2.5e-5, 1.5 relaxation times ≈ 1200 steps of burn-in and
+            // draws 4 steps apart (400 steps for 100 draws).
+            epsilon: Epsilon::PerNBeta(8.8e-3),
             gamma: 100.0,
             nbeta: NBeta::Rule(NBetaRule::NOverLnN),
-            batch_size: None,
-            chains: 4,
-            draws: 200,
-            burn_in: 200,
-            steps_between_draws: 1,
+            batch_size: Some(256),
+            chains: 2,
+            draws: 100,
+            burn_in: StepCount::Relaxations(1.5),
+            steps_between_draws: StepCount::Relaxations(0.005),
+            halvings: 2,
             seed: 0,
             loss_at_wstar: LossAtWstar::FullTrainingSet,
             loss_at_wstar_batches: 0,
@@ -110,14 +123,40 @@ impl Default for SgldConfig {
 }
 
 impl SgldConfig {
+    /// Fixed settings without the ladder: ε = 1e-4, γ = 100, nβ = n/ln n, full batch, 4 chains ×
+    /// 200 draws after 200 steps, every step a draw, `halvings` 0 (the defaults before issue 12).
+    /// The base of the analytic models' settings and of the tests, which must not move when the
+    /// shipped defaults ([`SgldConfig::default`]) are tuned.
+    pub fn plain() -> SgldConfig {
+        SgldConfig {
+            epsilon: Epsilon::Value(1e-4),
+            batch_size: None,
+            chains: 4,
+            draws: 200,
+            burn_in: StepCount::Steps(200),
+            steps_between_draws: StepCount::Steps(1),
+            halvings: 0,
+            ..SgldConfig::default()
+        }
+    }
+
     /// Checks the values that do not depend on the target.
     pub fn validate(&self) -> Result<(), LlcError> {
         let bad = |m: String| Err(LlcError::InvalidConfig(m));
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return bad(format!(
-                "epsilon must be positive and finite, got {}",
-                self.epsilon
-            ));
+        let (Epsilon::Value(e) | Epsilon::PerNBeta(e)) = self.epsilon;
+        if !(e.is_finite() && e > 0.0) {
+            return bad(format!("epsilon must be positive and finite, got {}", self.epsilon));
+        }
+        for (name, count) in [("burn_in", self.burn_in), ("steps_between_draws", self.steps_between_draws)] {
+            match count {
+                StepCount::Relaxations(r) if !(r.is_finite() && r >= 0.0) => {
+                    return bad(format!("{name}: relaxations must be non-negative and finite, got {r}"));
+                }
+                StepCount::Relaxations(_) if self.gamma == 0.0 => {
+                    return bad(format!("{name} is given in relaxation times 2/(εγ), which do not exist at gamma = 0; give a number of steps"));
+                }
+                _ => {}
+            }
         }
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return bad(format!(
@@ -130,7 +169,7 @@ impl SgldConfig {
                 return bad(format!("nbeta must be positive and finite, got {v}"));
             }
         }
-        if self.chains == 0 || self.draws == 0 || self.steps_between_draws == 0 {
+        if self.chains == 0 || self.draws == 0 || self.steps_between_draws == StepCount::Steps(0) {
             return bad("chains, draws and steps_between_draws must be at least 1".into());
         }
         if self.batch_size == Some(0) {
@@ -209,6 +248,21 @@ impl SgldConfig {
         }
     }
 
+    /// The step size and step counts of one rung of the ladder at this nβ: ε resolved
+    /// ([`Epsilon::resolve`]) and halved `rung.halved` times, burn-in and thinning resolved at
+    /// that ε (a number of steps doubled with each halving, so every rung samples the same time
+    /// ε × steps), the draws doubled `rung.lengthened` times.
+    pub fn schedule(&self, nbeta: f64, rung: Rung) -> Schedule {
+        let epsilon = self.epsilon.resolve(nbeta) / f64::from(1u32 << rung.halved);
+        let steps = |c: StepCount| c.resolve(epsilon, self.gamma, rung.halved);
+        Schedule {
+            epsilon,
+            burn_in: steps(self.burn_in),
+            steps_between_draws: steps(self.steps_between_draws).max(1),
+            draws: self.draws << rung.lengthened,
+        }
+    }
+
     /// The batch size for `n` training rows, checked.
     pub fn resolved_batch_size(&self, n: usize) -> Result<usize, LlcError> {
         match self.batch_size {
@@ -218,6 +272,226 @@ impl SgldConfig {
                 "batch_size {b} is not in 1..={n}"
             ))),
         }
+    }
+}
+
+/// Where a rung of the ladder stands: how often ε was halved, and how often the draws were
+/// doubled. `Rung::default()` is the settings as given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rung {
+    /// Halvings of ε (each doubling the steps counted in steps).
+    pub halved: u32,
+    /// Doublings of the draws.
+    pub lengthened: u32,
+}
+
+/// The resolved step size and step counts an estimate ran with (see [`SgldConfig::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Step size ε.
+    pub epsilon: f64,
+    /// Steps before the first draw.
+    pub burn_in: usize,
+    /// Steps per draw, at least 1.
+    pub steps_between_draws: usize,
+    /// Recorded draws per chain.
+    pub draws: usize,
+}
+
+/// The SGLD step size: a number, or a multiple of `1/nβ` (written `{per_nbeta: c}`).
+///
+/// Why per nβ: the drift is `(ε/2)·(nβ·∇L + γ·(w − w*))`, and on the transformers the `nβ·∇L`
+/// part dominates, so the stable step scales as `1/nβ` (p = 59 and p = 113 have nβ = 351 and 729).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epsilon {
+    /// ε itself.
+    Value(f64),
+    /// ε = c/nβ.
+    PerNBeta(f64),
+}
+
+impl Epsilon {
+    /// ε at this nβ.
+    pub fn resolve(&self, nbeta: f64) -> f64 {
+        match *self {
+            Epsilon::Value(e) => e,
+            Epsilon::PerNBeta(c) => c / nbeta,
+        }
+    }
+}
+
+impl From<f64> for Epsilon {
+    fn from(e: f64) -> Self {
+        Epsilon::Value(e)
+    }
+}
+
+impl PartialEq<f64> for Epsilon {
+    fn eq(&self, other: &f64) -> bool {
+        *self == Epsilon::Value(*other)
+    }
+}
+
+/// A number of SGLD steps: a count, or a number of relaxation times `2/(εγ)` of the
+/// localisation (written `{relaxations: r}`), the time the chain takes to forget its start
+/// when γ dominates the curvature.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepCount {
+    /// This many steps (at the settings' ε; doubled with every halving of ε).
+    Steps(usize),
+    /// `ceil(r·2/(εγ))` steps at the ε they run with.
+    Relaxations(f64),
+}
+
+impl StepCount {
+    /// The steps at step size `epsilon` (already halved `halved` times) and localisation `gamma`.
+    pub fn resolve(&self, epsilon: f64, gamma: f64, halved: u32) -> usize {
+        match *self {
+            StepCount::Steps(n) => n << halved,
+            // Rounded to 1e-9 steps first, so that 1200.0000000001 steps (floating point for
+            // 1200) are 1200 and not 1201.
+            StepCount::Relaxations(r) => {
+                let steps = r * 2.0 / (epsilon * gamma);
+                ((steps * 1e9).round() / 1e9).ceil() as usize
+            }
+        }
+    }
+}
+
+impl From<usize> for StepCount {
+    fn from(n: usize) -> Self {
+        StepCount::Steps(n)
+    }
+}
+
+impl PartialEq<usize> for StepCount {
+    fn eq(&self, other: &usize) -> bool {
+        *self == StepCount::Steps(*other)
+    }
+}
+
+/// The map forms of [`Epsilon`] and [`StepCount`]: one key each, unknown keys refused (with the
+/// config loader's nearest-key hint).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerNBetaForm {
+    per_nbeta: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelaxationsForm {
+    relaxations: f64,
+}
+
+impl Serialize for Epsilon {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match *self {
+            Epsilon::Value(e) => s.serialize_f64(e),
+            Epsilon::PerNBeta(c) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("per_nbeta", &c)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl Serialize for StepCount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match *self {
+            StepCount::Steps(n) => s.serialize_u64(n as u64),
+            StepCount::Relaxations(r) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("relaxations", &r)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Epsilon {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Epsilon;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a step size (a number) or {per_nbeta: c}")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Epsilon, E> {
+                Ok(Epsilon::Value(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Epsilon, E> {
+                Ok(Epsilon::Value(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Epsilon, E> {
+                Ok(Epsilon::Value(v as f64))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Epsilon, A::Error> {
+                PerNBetaForm::deserialize(de::value::MapAccessDeserializer::new(map)).map(|f| Epsilon::PerNBeta(f.per_nbeta))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StepCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of steps or {relaxations: r}")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StepCount, E> {
+                usize::try_from(v).map(StepCount::Steps).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StepCount, E> {
+                usize::try_from(v).map(StepCount::Steps).map_err(|_| E::custom(format!("a number of steps cannot be negative, got {v}")))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<StepCount, A::Error> {
+                RelaxationsForm::deserialize(de::value::MapAccessDeserializer::new(map)).map(|f| StepCount::Relaxations(f.relaxations))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// As written in YAML: `2.5e-5` or `{per_nbeta: 0.0088}`.
+impl fmt::Display for Epsilon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Epsilon::Value(e) => write!(f, "{e:e}"),
+            Epsilon::PerNBeta(c) => write!(f, "{{per_nbeta: {c:e}}}"),
+        }
+    }
+}
+
+/// As written in YAML: `1200` or `{relaxations: 1.5}`.
+impl fmt::Display for StepCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepCount::Steps(n) => write!(f, "{n}"),
+            StepCount::Relaxations(r) => write!(f, "{{relaxations: {r}}}"),
+        }
+    }
+}
+
+impl FromStr for Epsilon {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_yaml_ng::from_str(s).map_err(|e| format!("epsilon must be a number or {{per_nbeta: c}}, got {s:?}: {e}"))
+    }
+}
+
+impl FromStr for StepCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_yaml_ng::from_str(s).map_err(|e| format!("a step count must be a number or {{relaxations: r}}, got {s:?}: {e}"))
     }
 }
 

@@ -17,9 +17,11 @@ autocovariances, Geyer's initial positive and initial monotone sequences, and th
 pub const RISING_Z: f64 = 4.0;
 
 /// Split R-hat above this marks chains that disagree (Vehtari et al. 2021 recommend 1.01 for
-/// final inferences; 1.1 is the classic looser bound, fitting the short chains a stage can
-/// afford). On the p = 59 models, chains at γ ≤ 30 or with too small a burn-in exceed it.
-pub const R_HAT_MAX: f64 = 1.1;
+/// final inferences). 1.05, stricter than the classic 1.1 this project used before issue 12,
+/// is the goal every shipped estimate meets; the step ladder ([`super::ladder`]) doubles the
+/// draws of an estimate flagged for it. On the p = 59 models, chains at γ ≤ 30, with too small a
+/// burn-in, or too short (ESS ~ 10 at the memorisation peak) exceed it.
+pub const R_HAT_MAX: f64 = 1.05;
 
 /// Mean MALA acceptance below this marks a step size with a large discretisation error. On the
 /// p = 59 models the estimate moved by ≥ 10 % once the acceptance fell below ~0.9, and chains

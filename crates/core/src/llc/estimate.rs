@@ -8,6 +8,7 @@ calibration's recommendation) reads the flags an [`LlcEstimate`] carries.
 use serde::{Deserialize, Serialize};
 
 use super::diagnostics::{ess_bulk, mean, rhat, sample_variance, spiking_chains, still_rising, Spikes, MALA_MIN, R_HAT_MAX};
+use super::config::{Rung, Schedule};
 use super::{LlcError, LossAtWstar, RecommendCriteria, SgldConfig};
 use crate::sampler::{run_chains, ChainPlan, ChainTrace, Minibatches, RmsProp, SgldTarget};
 
@@ -78,6 +79,24 @@ impl EstimateFlags {
     pub fn flagged(&self) -> bool {
         self.chains_flagged() || self.r_hat || self.mala || self.spikes
     }
+
+    /// The names of the flags that are set (a count is set when positive), for short labels:
+    /// `flag_mala`, `flag_r_hat`, `flag_spikes`, `diverged`, `negative`, `not_converged`,
+    /// `negative_mean`, in that order (the tables' column names).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("flag_mala", self.mala),
+            ("flag_r_hat", self.r_hat),
+            ("flag_spikes", self.spikes),
+            ("diverged", self.diverged > 0),
+            ("negative", self.negative > 0),
+            ("not_converged", self.not_converged > 0),
+            ("negative_mean", self.negative_mean),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// An LLC estimate with everything needed to judge it.
@@ -93,6 +112,12 @@ pub struct LlcEstimate {
     pub batch_size: usize,
     /// The value of nβ used.
     pub nbeta: f64,
+    /// The step size and step counts used, resolved ([`SgldConfig::schedule`] at the rung this
+    /// estimate ran at).
+    pub schedule: Schedule,
+    /// The rungs of the step ladder rejected before this estimate, in order (empty when the first
+    /// was healthy, or without a ladder: see [`super::ladder`]).
+    pub rejected: Vec<super::ladder::RejectedRung>,
     /// `L(w*)`, as chosen by `config.loss_at_wstar`.
     pub loss_at_wstar: f64,
     /// The loss above which a chain counted as diverged.
@@ -188,7 +213,7 @@ impl LlcEstimate {
             parts.push(self.flag_summary());
         }
         if self.flags.r_hat {
-            parts.push(format!("R-hat {:.4} > {R_HAT_MAX} (chains disagree: more burn-in or larger γ)", self.r_hat));
+            parts.push(format!("R-hat {:.4} > {R_HAT_MAX} (chains disagree: longer chains, more burn-in or larger γ)", self.r_hat));
         }
         if self.flags.mala {
             parts.push(format!("MALA acceptance {:.4} < {MALA_MIN} (ε too large)", self.mala_acceptance.unwrap_or(f64::NAN)));
@@ -253,7 +278,8 @@ impl LlcEstimate {
     }
 }
 
-/// Estimates the LLC at `w*` with SGLD chains.
+/// Estimates the LLC at `w*` with SGLD chains, with the settings as given (the first rung; the
+/// ladder of `config.halvings` retries is [`super::ladder::estimate_ladder`]'s).
 ///
 /// `factory(i)` builds chain `i`'s own copy of the target, at `w*`; it is called once more for
 /// chain 0 up front, to compute `L(w*)` and the sizes (that instance then runs chain 0). The
@@ -263,11 +289,22 @@ where
     T: SgldTarget,
     F: Fn(usize) -> anyhow::Result<T> + Sync,
 {
+    estimate_at(factory, config, Rung::default())
+}
+
+/// [`estimate`] at one rung of the ladder: ε halved and the draws doubled as `rung` says (see
+/// [`SgldConfig::schedule`]); the same seeds on every rung.
+pub fn estimate_at<T, F>(factory: F, config: &SgldConfig, rung: Rung) -> Result<LlcEstimate, LlcError>
+where
+    T: SgldTarget,
+    F: Fn(usize) -> anyhow::Result<T> + Sync,
+{
     config.validate()?;
     let first = factory(0).map_err(LlcError::Target)?;
     let n = first.n_train();
     let batch_size = config.resolved_batch_size(n)?;
     let nbeta = config.nbeta.resolve(n, batch_size)?;
+    let schedule = config.schedule(nbeta, rung);
     let n_params: usize = first.params().iter().map(|v| v.elem_count()).sum();
     let loss_at_wstar = loss_at_wstar(&first, config, batch_size)?;
     if !loss_at_wstar.is_finite() {
@@ -278,13 +315,13 @@ where
     let divergence_loss = loss_at_wstar
         + config.divergence_factor * (loss_at_wstar.abs() + n_params as f64 / (2.0 * nbeta));
     let plan = ChainPlan {
-        epsilon: config.epsilon,
+        epsilon: schedule.epsilon,
         gamma: config.gamma,
         nbeta,
         batch_size,
-        burn_in: config.burn_in,
-        draws: config.draws,
-        steps_between_draws: config.steps_between_draws,
+        burn_in: schedule.burn_in,
+        draws: schedule.draws,
+        steps_between_draws: schedule.steps_between_draws,
         mala_every: config.mala_every,
         divergence_loss,
         seed: config.seed,
@@ -296,6 +333,7 @@ where
     let traces = run_chains(&factory, &plan, config.chains, config.threads, Some(first))?;
     Ok(summarize(
         config.clone(),
+        schedule,
         &plan,
         n,
         n_params,
@@ -338,6 +376,7 @@ fn loss_at_wstar<T: SgldTarget>(
 /// Turns the chains' traces into per-chain estimates, pooled statistics and flags.
 fn summarize(
     config: SgldConfig,
+    schedule: Schedule,
     plan: &ChainPlan,
     n_train: usize,
     n_params: usize,
@@ -411,6 +450,8 @@ fn summarize(
         n_params,
         batch_size: plan.batch_size,
         nbeta,
+        schedule,
+        rejected: Vec::new(),
         loss_at_wstar,
         divergence_loss: plan.divergence_loss,
         chains,

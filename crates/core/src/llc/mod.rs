@@ -8,6 +8,8 @@ calibration, and validation on models whose LLC is known.
   R-hat, bulk ESS, the MALA acceptance rate and every health flag ([`LlcEstimate`]).
 - [`diagnostics`]: R-hat, ESS (Vehtari et al. 2021), the "still rising" rule, and the health
   thresholds (R-hat, MALA acceptance, spikes): the one definition of a healthy estimate.
+- [`ladder`]: the step ladder of `llc estimate` ([`estimate_ladder`]): a flagged estimate redone
+  at ε/2 (MALA, spikes, divergence) or with twice the draws (R-hat), at most `halvings` times.
 - [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
 - [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
   [`analytic::validate`].
@@ -28,6 +30,7 @@ mod calibrate;
 pub mod config;
 pub mod diagnostics;
 mod estimate;
+pub mod ladder;
 pub mod restrict;
 pub mod stage;
 #[cfg(test)]
@@ -38,8 +41,9 @@ pub use calibrate::{
     calibrate, recommend, Calibration, CalibrationGrid, CalibrationPoint, RecommendCriteria,
     Recommendation,
 };
-pub use config::{LossAtWstar, NBeta, NBetaRule, SgldConfig};
-pub use estimate::{estimate, ChainEstimate, ChainFlags, EstimateFlags, LlcEstimate};
+pub use config::{Epsilon, LossAtWstar, NBeta, NBetaRule, Rung, Schedule, SgldConfig, StepCount};
+pub use estimate::{estimate, estimate_at, ChainEstimate, ChainFlags, EstimateFlags, LlcEstimate};
+pub use ladder::estimate_ladder;
 
 use crate::sampler::SamplerError;
 

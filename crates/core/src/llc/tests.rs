@@ -181,24 +181,24 @@ fn nbeta_rules_resolve_and_bad_settings_are_errors() {
     assert!(NBeta::Rule(NBetaRule::BOverLnB).resolve(1000, 1).is_err());
     let bad = [
         SgldConfig {
-            epsilon: 0.0,
-            ..SgldConfig::default()
+            epsilon: 0.0.into(),
+            ..SgldConfig::plain()
         },
         SgldConfig {
             gamma: -1.0,
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         },
         SgldConfig {
             chains: 0,
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         },
         SgldConfig {
             batch_size: Some(0),
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         },
         SgldConfig {
             nbeta: NBeta::Value(f64::NAN),
-            ..SgldConfig::default()
+            ..SgldConfig::plain()
         },
     ];
     for c in bad {
@@ -210,7 +210,7 @@ fn nbeta_rules_resolve_and_bad_settings_are_errors() {
     let problem = AnalyticModel::Linear { d: 2 }.problem(0).expect("problem");
     let too_big = SgldConfig {
         batch_size: Some(5000),
-        ..SgldConfig::default()
+        ..SgldConfig::plain()
     };
     assert!(matches!(
         estimate(|_| Ok(problem.target()?), &too_big),
@@ -362,15 +362,15 @@ impl SgldTarget for Shifted {
 
 fn small(chains: usize, draws: usize) -> SgldConfig {
     SgldConfig {
-        epsilon: 1e-3,
+        epsilon: 1e-3.into(),
         gamma: 0.0,
         nbeta: NBeta::Value(10.0),
         chains,
         draws,
-        burn_in: 100,
+        burn_in: 100.into(),
         mala_every: 5,
         threads: 2,
-        ..SgldConfig::default()
+        ..SgldConfig::plain()
     }
 }
 
@@ -390,8 +390,8 @@ fn a_negative_estimate_is_flagged() {
 fn a_diverging_chain_is_excluded_and_reported() {
     let factory = |chain: usize| Ok(Shifted::new(2, if chain == 1 { 1e5 } else { 1.0 }, 0.0));
     let config = SgldConfig {
-        epsilon: 1e-2,
-        burn_in: 500,
+        epsilon: 1e-2.into(),
+        burn_in: 500.into(),
         ..small(4, 4000)
     };
     let est = estimate(factory, &config).expect("estimate");
@@ -416,11 +416,11 @@ fn a_diverging_chain_is_excluded_and_reported() {
 fn all_chains_diverging_is_reported_not_an_error() {
     let problem = AnalyticModel::Linear { d: 3 }.problem(1).expect("problem");
     let config = SgldConfig {
-        epsilon: 1.0,
+        epsilon: 1.0.into(),
         chains: 3,
         draws: 100,
-        burn_in: 0,
-        ..SgldConfig::default()
+        burn_in: 0.into(),
+        ..SgldConfig::plain()
     };
     let est = estimate(|_| Ok(problem.target()?), &config).expect("estimate");
     assert_eq!(est.flags.diverged, 3);
@@ -436,16 +436,16 @@ fn all_chains_diverging_is_reported_not_an_error() {
 fn estimates_do_not_depend_on_thread_count() {
     let problem = AnalyticModel::Linear { d: 3 }.problem(2).expect("problem");
     let config = SgldConfig {
-        epsilon: 3e-4,
+        epsilon: 3e-4.into(),
         gamma: 1.0,
         batch_size: Some(100),
         chains: 5,
         draws: 300,
-        burn_in: 50,
-        steps_between_draws: 2,
+        burn_in: 50.into(),
+        steps_between_draws: 2.into(),
         mala_every: 7,
         threads: 1,
-        ..SgldConfig::default()
+        ..SgldConfig::plain()
     };
     let one = estimate(|_| Ok(problem.target()?), &config).expect("one thread");
     let mut four = estimate(
@@ -475,8 +475,8 @@ fn loss_at_wstar_over_first_batches() {
         batch_size: Some(100),
         chains: 2,
         draws: 20,
-        burn_in: 0,
-        ..SgldConfig::default()
+        burn_in: 0.into(),
+        ..SgldConfig::plain()
     };
     let full = estimate(|_| Ok(problem.target()?), &base)
         .expect("full")
@@ -597,11 +597,11 @@ fn polynomial_estimate_matches_the_finite_beta_quadrature() {
         "quadrature target {target}"
     );
     let settings = SgldConfig {
-        epsilon: 4e-4,
+        epsilon: 4e-4.into(),
         gamma,
         chains: 10,
         draws: 30_000,
-        burn_in: 5000,
+        burn_in: 5000.into(),
         mala_every: 0,
         ..model.recommended_settings()
     };
@@ -687,7 +687,7 @@ fn calibration_recommends_the_largest_flat_healthy_epsilon() {
     let base = SgldConfig {
         chains: 4,
         draws: 6000,
-        burn_in: 500,
+        burn_in: 500.into(),
         ..model.recommended_settings()
     };
     let grid = CalibrationGrid {
@@ -723,7 +723,7 @@ fn validation_table_has_the_documented_schema() {
     let settings = SgldConfig {
         chains: 2,
         draws: 200,
-        burn_in: 50,
+        burn_in: 50.into(),
         ..model.recommended_settings()
     };
     let r = analytic::validate(&model, &settings).expect("validate");
@@ -747,7 +747,7 @@ fn rmsprop_sgld_gives_half_the_dimension_on_linear_regression() {
     let model = AnalyticModel::Linear { d: 4 };
     let settings = SgldConfig {
         rmsprop: true,
-        epsilon: 1e-2,
+        epsilon: 1e-2.into(),
         ..model.recommended_settings()
     };
     let r = analytic::validate(&model, &settings).expect("validate");
@@ -942,7 +942,7 @@ fn a_singular_polynomial_restricted_to_one_weight_matches_its_derived_target() {
     }
     let target = quartic_finite_beta_target(nbeta, sxx * c * c, -2.0 * sxy * c, 0.0);
     assert!(target > 0.25 && target < 0.4, "target {target} (sxx {sxx}, sxy {sxy})");
-    let settings = SgldConfig { epsilon: 4e-4, gamma: 0.0, chains: 16, draws: 30_000, burn_in: 2000, mala_every: 0, ..model.recommended_settings() };
+    let settings = SgldConfig { epsilon: 4e-4.into(), gamma: 0.0, chains: 16, draws: 30_000, burn_in: 2000.into(), mala_every: 0, ..model.recommended_settings() };
     let w1 = Restriction::tensors(["w1"]).unwrap();
     let est = estimate(|_| Ok(problem.restricted_target(&w1)?), &settings).expect("estimate");
     let se = est.llc_std / (settings.chains as f64).sqrt();
@@ -951,7 +951,7 @@ fn a_singular_polynomial_restricted_to_one_weight_matches_its_derived_target() {
     assert!((est.llc_mean - target).abs() < 4.0 * se, "SGLD {} ± {se} (s.e.) vs quadrature {target}", est.llc_mean);
     // Restricted to w₂: λ = 0, exactly.
     let w2 = Restriction::tensors(["w2"]).unwrap();
-    let flat = estimate(|_| Ok(problem.restricted_target(&w2)?), &SgldConfig { draws: 500, burn_in: 100, ..settings }).expect("estimate");
+    let flat = estimate(|_| Ok(problem.restricted_target(&w2)?), &SgldConfig { draws: 500, burn_in: 100.into(), ..settings }).expect("estimate");
     assert_eq!(flat.llc_mean, 0.0, "{}", flat.summary());
     assert!(flat.chains.iter().all(|ch| ch.draw_losses.iter().all(|&l| l == flat.loss_at_wstar)));
 }

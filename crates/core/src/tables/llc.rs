@@ -1,7 +1,7 @@
 //! The LLC tables, each schema with its rows, writer and reader: `llc estimate` (one
 //! [`SummaryRow`] per checkpoint and restriction group in [`LLC_SUMMARY`], and the long per-draw
 //! trace of [`TraceRow`]s in [`LLC_TRACE`]; both keyed by checkpoint and [`RESTRICTION`]), `llc calibrate` ([`LLC_CALIBRATION`]) and `llc validate`
-//! ([`LLC_VALIDATION`]). The per-run tables start with the same key columns as the analysis
+//! ([`LLC_VALIDATION`]), `llc reference` ([`LLC_REFERENCE`]). The per-run tables start with the same key columns as the analysis
 //! tables (`super::ids`); `docs/llc.md` documents how each value is computed.
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use super::ids::{key_columns, read_keys, CHECKPOINT, RUN, RUN_ID_COLUMNS as ID, 
 use super::{col_bool, col_f64, col_i64, col_str, read_parquet, write_parquet, col, ColType::*, Column, Schema};
 use crate::llc::analytic::ValidationResult;
 use crate::llc::stage::CalibrationCell;
-use crate::llc::{LlcEstimate, NBeta, SgldConfig};
+use crate::llc::{EstimateFlags, LlcEstimate, NBeta, Schedule, SgldConfig};
 use crate::run::RowKey;
 
 /// The group of tensors an estimate samples (`llc.restrict`), the second key of the estimate
@@ -47,18 +47,25 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("n_negative", I64, "chains with a negative estimate (w* is not a local minimum at this temperature, or γ is too weak)"),
         col("n_not_converged", I64, "chains whose per-draw estimate was still rising at the end (more burn-in or draws needed)"),
         col("negative_mean", Bool, "llc_mean is negative or undefined"),
-        col("flag_r_hat", Bool, "r_hat above 1.1: the chains disagree (more burn-in, or a larger γ)"),
+        col("flag_r_hat", Bool, "r_hat above 1.05: the chains disagree (longer chains, more burn-in, or a larger γ)"),
         col("flag_mala", Bool, "mala_acceptance below 0.8: ε is too large (discretisation error)"),
         col("flag_spikes", Bool, "a chain's largest per-draw estimate is > 30 robust sds (1.4826·MAD) above the median of all draws: thrown out of the basin and pulled back (ε too large); R-hat does not see this"),
         col("flags", Str, "every flag in words (which chains, and why); empty when healthy"),
-        col("epsilon", F64, "SGLD step size ε"),
+        col("step_rungs", I64, "rungs of the step ladder run (1: the settings' ε was healthy; see llc.halvings)"),
+        col("rejected_steps", Str, "each rejected rung: its ε and draws, the flags that rejected it and what the next rung changed (`ε/2` or `2× draws`), `; `-separated; empty when step_rungs = 1"),
+        col("epsilon", F64, "SGLD step size ε the estimate ran with (the last rung's, resolved)"),
+        col("epsilon_setting", Str, "ε as configured: a number, or `{per_nbeta: c}` for c/nβ"),
         col("gamma", F64, "localisation strength γ"),
         col("nbeta_setting", Str, "nβ as configured: `n_over_ln_n`, `b_over_ln_b` or a number"),
         col("batch_size", I64, "rows per minibatch (n for full batch)"),
         col("chains", I64, "chains run"),
-        col("draws", I64, "recorded draws per chain"),
-        col("burn_in", I64, "SGLD steps before the first draw"),
-        col("steps_between_draws", I64, "SGLD steps per draw (thinning)"),
+        col("draws", I64, "recorded draws per chain (the last rung's)"),
+        col("draws_setting", I64, "draws per chain as configured (doubled by an R-hat rung)"),
+        col("burn_in", I64, "SGLD steps before the first draw (the last rung's)"),
+        col("burn_in_setting", Str, "burn-in as configured: steps, or `{relaxations: r}` for ceil(r·2/(εγ)) steps"),
+        col("steps_between_draws", I64, "SGLD steps per draw (thinning; the last rung's)"),
+        col("steps_between_draws_setting", Str, "thinning as configured: steps, or `{relaxations: x}`"),
+        col("halvings", I64, "most retries of the step ladder allowed (llc.halvings)"),
         col("sgld_seed", I64, "seed of the sampling noise and minibatches (llc.seed)"),
         col("loss_at_wstar_mode", Str, "`full_training_set` (mean loss over all n rows at w*) or `first_batches` (devinterp 1.3)"),
         col("loss_at_wstar_batches", I64, "minibatches averaged for `first_batches` (0: one per chain)"),
@@ -109,7 +116,7 @@ pub const LLC_CALIBRATION: Schema = Schema {
         col("n_negative", I64, "chains with a negative estimate"),
         col("n_not_converged", I64, "chains still rising at the end"),
         col("flags", Str, "the flags in words (as in llc.parquet: R-hat, MALA and spikes included); empty when healthy"),
-        col("healthy", Bool, "no flag of the estimator, a finite estimate, R-hat ≤ 1.1, no spiking chain and MALA acceptance within the recommendation's bounds"),
+        col("healthy", Bool, "no flag of the estimator, a finite estimate, R-hat ≤ 1.05, no spiking chain and MALA acceptance within the recommendation's bounds"),
         col("relative_change", F64, "relative change of llc_mean, in absolute value, from the next smaller ε of the same γ, batch and nβ (NaN for the smallest)"),
         col("recommended", Bool, "the point `llc calibrate` recommends (largest ε in the flat, healthy region)"),
     ],
@@ -143,8 +150,104 @@ pub const LLC_VALIDATION: Schema = Schema {
     ],
 };
 
+/// `llc reference --out`: one row per checkpoint, its estimate against long chains.
+pub const LLC_REFERENCE: Schema = Schema {
+    name: "llc_reference",
+    columns: &[
+        ID[0], ID[1], ID[2], ID[3], ID[4], ID[5], ID[6], STEP, CHECKPOINT,
+        col("ours_mean", F64, "the whole-model estimate with the run's settings (the step ladder's last rung), as llc estimate computes it"),
+        col("ours_se", F64, "its standard error, llc_std / √chains_used"),
+        col("ours_epsilon", F64, "the step it ran with"),
+        col("ours_step_rungs", I64, "rungs of the step ladder it took"),
+        col("ours_flags", Str, "its flags in words; empty when healthy"),
+        col("reference_mean", F64, "the reference: same γ, nβ, batch size and seed; 8 chains, 4× the draws, half the step, thinning doubled, burn-in 2 relaxation times 2/(εγ) at the half step, no ladder"),
+        col("reference_se", F64, "its standard error"),
+        col("reference_epsilon", F64, "its step (half of ours_epsilon)"),
+        col("reference_flags", Str, "its flags in words; empty when healthy"),
+        col("difference", F64, "ours_mean − reference_mean"),
+        col("relative_difference", F64, "difference / reference_mean"),
+        col("agrees", Bool, "abs(difference) ≤ max(5 % of abs(reference_mean), 2·sqrt(ours_se² + reference_se²))"),
+    ],
+};
+
+/// One row of [`LLC_REFERENCE`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceRow {
+    /// Run identity, step and checkpoint.
+    pub key: RowKey,
+    /// See [`LLC_REFERENCE`].
+    pub ours_mean: f64,
+    /// See [`LLC_REFERENCE`].
+    pub ours_se: f64,
+    /// See [`LLC_REFERENCE`].
+    pub ours_epsilon: f64,
+    /// See [`LLC_REFERENCE`].
+    pub ours_step_rungs: i64,
+    /// See [`LLC_REFERENCE`].
+    pub ours_flags: String,
+    /// See [`LLC_REFERENCE`].
+    pub reference_mean: f64,
+    /// See [`LLC_REFERENCE`].
+    pub reference_se: f64,
+    /// See [`LLC_REFERENCE`].
+    pub reference_epsilon: f64,
+    /// See [`LLC_REFERENCE`].
+    pub reference_flags: String,
+    /// See [`LLC_REFERENCE`].
+    pub difference: f64,
+    /// See [`LLC_REFERENCE`].
+    pub relative_difference: f64,
+    /// See [`crate::llc::stage::agrees`].
+    pub agrees: bool,
+}
+
+impl ReferenceRow {
+    /// The comparison of two summary rows of the same checkpoint.
+    pub fn of(ours: &SummaryRow, reference: &SummaryRow) -> ReferenceRow {
+        let difference = ours.llc_mean - reference.llc_mean;
+        ReferenceRow {
+            key: ours.key.clone(),
+            ours_mean: ours.llc_mean,
+            ours_se: ours.llc_se,
+            ours_epsilon: ours.schedule.epsilon,
+            ours_step_rungs: ours.step_rungs,
+            ours_flags: ours.flags.clone(),
+            reference_mean: reference.llc_mean,
+            reference_se: reference.llc_se,
+            reference_epsilon: reference.schedule.epsilon,
+            reference_flags: reference.flags.clone(),
+            difference,
+            relative_difference: difference / reference.llc_mean,
+            agrees: crate::llc::stage::agrees(ours.llc_mean, ours.llc_se, reference.llc_mean, reference.llc_se),
+        }
+    }
+}
+
+/// Writes the reference table.
+pub fn write_reference(rows: &[ReferenceRow], path: &Path, meta: &BTreeMap<String, String>) -> Result<()> {
+    let f = |name: &str, g: &dyn Fn(&ReferenceRow) -> f64| PlColumn::new(name.into(), rows.iter().map(g).collect::<Vec<f64>>());
+    let i = |name: &str, g: &dyn Fn(&ReferenceRow) -> i64| PlColumn::new(name.into(), rows.iter().map(g).collect::<Vec<i64>>());
+    let s = |name: &str, g: &dyn Fn(&ReferenceRow) -> String| PlColumn::new(name.into(), rows.iter().map(g).collect::<Vec<String>>());
+    let mut cols = key_columns(rows.iter().map(|r| &r.key));
+    cols.extend([
+        f("ours_mean", &|r| r.ours_mean),
+        f("ours_se", &|r| r.ours_se),
+        f("ours_epsilon", &|r| r.ours_epsilon),
+        i("ours_step_rungs", &|r| r.ours_step_rungs),
+        s("ours_flags", &|r| r.ours_flags.clone()),
+        f("reference_mean", &|r| r.reference_mean),
+        f("reference_se", &|r| r.reference_se),
+        f("reference_epsilon", &|r| r.reference_epsilon),
+        s("reference_flags", &|r| r.reference_flags.clone()),
+        f("difference", &|r| r.difference),
+        f("relative_difference", &|r| r.relative_difference),
+        PlColumn::new("agrees".into(), rows.iter().map(|r| r.agrees).collect::<Vec<bool>>()),
+    ]);
+    write_parquet(&mut DataFrame::new(rows.len(), cols)?, &LLC_REFERENCE, path, meta)
+}
+
 /// Every LLC schema, for documentation and tests.
-pub const ALL: &[&Schema] = &[&LLC_SUMMARY, &LLC_TRACE, &LLC_CALIBRATION, &LLC_VALIDATION];
+pub const ALL: &[&Schema] = &[&LLC_SUMMARY, &LLC_TRACE, &LLC_CALIBRATION, &LLC_VALIDATION, &LLC_REFERENCE];
 
 // ---------------------------------------------------------------------------------------------
 // llc estimate
@@ -199,6 +302,12 @@ pub struct SummaryRow {
     pub flag_spikes: bool,
     /// Flags in words, empty when healthy.
     pub flags: String,
+    /// Rungs of the step ladder run.
+    pub step_rungs: i64,
+    /// The rejected rungs in words ([`crate::llc::ladder::rejected_text`]).
+    pub rejected_steps: String,
+    /// The resolved step size and step counts (the last rung's).
+    pub schedule: Schedule,
     /// The settings used ([`SgldConfig::sampling`]: `threads` zeroed, `restrict`, `steps` and
     /// `trajectory` at their defaults), with `batch_size` left out (the resolved batch size is
     /// [`SummaryRow::batch_size`]).
@@ -262,6 +371,9 @@ impl SummaryRow {
             flag_mala: est.flags.mala,
             flag_spikes: est.flags.spikes,
             flags: est.flag_text(),
+            step_rungs: est.rejected.len() as i64 + 1,
+            rejected_steps: crate::llc::ladder::rejected_text(&est.rejected),
+            schedule: est.schedule,
             settings: SgldConfig { batch_size: None, ..est.config.sampling() },
             batch_size: est.batch_size as i64,
             divergence_loss: est.divergence_loss,
@@ -279,18 +391,17 @@ impl SummaryRow {
     /// `flag_mala`, `flag_r_hat`, `flag_spikes`, `diverged`, `negative`, `not_converged`,
     /// `negative_mean`, in that order.
     pub fn flag_names(&self) -> Vec<&'static str> {
-        [
-            ("flag_mala", self.flag_mala),
-            ("flag_r_hat", self.flag_r_hat),
-            ("flag_spikes", self.flag_spikes),
-            ("diverged", self.n_diverged > 0),
-            ("negative", self.n_negative > 0),
-            ("not_converged", self.n_not_converged > 0),
-            ("negative_mean", self.negative_mean),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
+        EstimateFlags {
+            diverged: count(self.n_diverged),
+            negative: count(self.n_negative),
+            not_converged: count(self.n_not_converged),
+            negative_mean: self.negative_mean,
+            r_hat: self.flag_r_hat,
+            mala: self.flag_mala,
+            spikes: self.flag_spikes,
+        }
+        .names()
     }
 
     /// One line for logs and warnings.
@@ -349,14 +460,21 @@ fn summary_frame(rows: &[&SummaryRow]) -> Result<DataFrame> {
         b("flag_mala", &|r| r.flag_mala),
         b("flag_spikes", &|r| r.flag_spikes),
         s("flags", &|r| r.flags.clone()),
-        f("epsilon", &|r| r.settings.epsilon),
+        i("step_rungs", &|r| r.step_rungs),
+        s("rejected_steps", &|r| r.rejected_steps.clone()),
+        f("epsilon", &|r| r.schedule.epsilon),
+        s("epsilon_setting", &|r| r.settings.epsilon.to_string()),
         f("gamma", &|r| r.settings.gamma),
         s("nbeta_setting", &|r| r.settings.nbeta.to_string()),
         i("batch_size", &|r| r.batch_size),
         i("chains", &|r| r.settings.chains as i64),
-        i("draws", &|r| r.settings.draws as i64),
-        i("burn_in", &|r| r.settings.burn_in as i64),
-        i("steps_between_draws", &|r| r.settings.steps_between_draws as i64),
+        i("draws", &|r| r.schedule.draws as i64),
+        i("draws_setting", &|r| r.settings.draws as i64),
+        i("burn_in", &|r| r.schedule.burn_in as i64),
+        s("burn_in_setting", &|r| r.settings.burn_in.to_string()),
+        i("steps_between_draws", &|r| r.schedule.steps_between_draws as i64),
+        s("steps_between_draws_setting", &|r| r.settings.steps_between_draws.to_string()),
+        i("halvings", &|r| i64::from(r.settings.halvings)),
         i("sgld_seed", &|r| r.settings.seed as i64),
         s("loss_at_wstar_mode", &|r| r.settings.loss_at_wstar.to_string()),
         i("loss_at_wstar_batches", &|r| r.settings.loss_at_wstar_batches as i64),
@@ -401,25 +519,28 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     let (mean, std, se, r_hat, ess, mala, lw, nbeta) =
         (f("llc_mean")?, f("llc_std")?, f("llc_se")?, f("r_hat")?, f("ess_bulk")?, f("mala_acceptance")?, f("loss_at_wstar")?, f("nbeta")?);
     let (used, div, neg, nc, negm, flags) = (i("chains_used")?, i("n_diverged")?, i("n_negative")?, i("n_not_converged")?, b("negative_mean")?, s("flags")?);
-    let (fr, fm, fs) = (b("flag_r_hat")?, b("flag_mala")?, b("flag_spikes")?);
+    let (fr, fm, fs, rungs, rejected) = (b("flag_r_hat")?, b("flag_mala")?, b("flag_spikes")?, i("step_rungs")?, s("rejected_steps")?);
     let (eps, gamma, nbs, batch, chains, draws, burn, thin, sseed) =
         (f("epsilon")?, f("gamma")?, s("nbeta_setting")?, i("batch_size")?, i("chains")?, i("draws")?, i("burn_in")?, i("steps_between_draws")?, i("sgld_seed")?);
+    let (eps_s, draws_s, burn_s, thin_s, halvings) = (s("epsilon_setting")?, i("draws_setting")?, s("burn_in_setting")?, s("steps_between_draws_setting")?, i("halvings")?);
     let (lwm, lwb, mala_every, dfac, dloss, rms, rms_a, rms_e) =
         (s("loss_at_wstar_mode")?, i("loss_at_wstar_batches")?, i("mala_every")?, f("divergence_factor")?, f("divergence_loss")?, b("rmsprop")?, f("rmsprop_alpha")?, f("rmsprop_eps")?);
     let (sh, ch) = (s("settings_hash")?, s("checkpoint_hash")?);
     let mut out = Vec::with_capacity(df.height());
     for (k, key) in keys.into_iter().enumerate() {
         let nbeta_setting: NBeta = nbs[k].parse().map_err(|e: String| anyhow::anyhow!("{}: row {k}: {e}", path.display()))?;
-        let loss_at_wstar = lwm[k].parse().map_err(|e: String| anyhow::anyhow!("{}: row {k}: {e}", path.display()))?;
+        let parse_err = |e: String| anyhow::anyhow!("{}: row {k}: {e}", path.display());
+        let loss_at_wstar = lwm[k].parse().map_err(parse_err)?;
         let settings = SgldConfig {
-            epsilon: eps[k],
+            epsilon: eps_s[k].parse().map_err(parse_err)?,
             gamma: gamma[k],
             nbeta: nbeta_setting,
             batch_size: None,
             chains: chains[k] as usize,
-            draws: draws[k] as usize,
-            burn_in: burn[k] as usize,
-            steps_between_draws: thin[k] as usize,
+            draws: draws_s[k] as usize,
+            burn_in: burn_s[k].parse().map_err(parse_err)?,
+            steps_between_draws: thin_s[k].parse().map_err(parse_err)?,
+            halvings: u32::try_from(halvings[k]).unwrap_or(0),
             seed: sseed[k] as u64,
             loss_at_wstar,
             loss_at_wstar_batches: lwb[k] as usize,
@@ -454,6 +575,9 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
             flag_mala: fm[k],
             flag_spikes: fs[k],
             flags: flags[k].clone(),
+            step_rungs: rungs[k],
+            rejected_steps: rejected[k].clone(),
+            schedule: Schedule { epsilon: eps[k], burn_in: burn[k] as usize, steps_between_draws: thin[k] as usize, draws: draws[k] as usize },
             settings,
             batch_size: batch[k],
             divergence_loss: dloss[k],
@@ -508,15 +632,15 @@ pub fn write_calibration(key: &RowKey, cells: &[CalibrationCell], path: &Path, m
             s("run", &|_| key.ident.run.clone()),
             i("step", &|_| key.step),
             s("checkpoint", &|_| key.checkpoint.clone()),
-            f("epsilon", &|c| c.settings.epsilon),
+            f("epsilon", &|c| c.estimate.schedule.epsilon),
             f("gamma", &|c| c.settings.gamma),
             s("nbeta_setting", &|c| c.settings.nbeta.to_string()),
             f("nbeta", &|c| c.estimate.nbeta),
             i("batch_size", &|c| c.estimate.batch_size as i64),
             i("chains", &|c| c.settings.chains as i64),
-            i("draws", &|c| c.settings.draws as i64),
-            i("burn_in", &|c| c.settings.burn_in as i64),
-            i("steps_between_draws", &|c| c.settings.steps_between_draws as i64),
+            i("draws", &|c| c.estimate.schedule.draws as i64),
+            i("burn_in", &|c| c.estimate.schedule.burn_in as i64),
+            i("steps_between_draws", &|c| c.estimate.schedule.steps_between_draws as i64),
             f("llc_mean", &|c| c.estimate.llc_mean),
             f("llc_std", &|c| c.estimate.llc_std),
             f("r_hat", &|c| c.estimate.r_hat),
@@ -645,15 +769,15 @@ pub fn write_validation(results: &[ValidationResult], path: &Path) -> Result<()>
             f("llc_mean", &|r| r.llc_mean),
             f("llc_std", &|r| r.llc_std),
             f("relative_error", &|r| r.relative_error),
-            f("epsilon", &|r| r.settings.epsilon),
+            f("epsilon", &|r| r.estimate.schedule.epsilon),
             f("gamma", &|r| r.settings.gamma),
             s("nbeta_setting", &|r| r.settings.nbeta.to_string()),
             f("nbeta", &|r| r.estimate.nbeta),
             i("batch_size", &|r| r.estimate.batch_size as i64),
             i("chains", &|r| r.settings.chains as i64),
-            i("draws", &|r| r.settings.draws as i64),
-            i("burn_in", &|r| r.settings.burn_in as i64),
-            i("steps_between_draws", &|r| r.settings.steps_between_draws as i64),
+            i("draws", &|r| r.estimate.schedule.draws as i64),
+            i("burn_in", &|r| r.estimate.schedule.burn_in as i64),
+            i("steps_between_draws", &|r| r.estimate.schedule.steps_between_draws as i64),
             i("seed", &|r| r.settings.seed as i64),
             s("loss_at_wstar_mode", &|r| r.settings.loss_at_wstar.to_string()),
             f("loss_at_wstar", &|r| r.estimate.loss_at_wstar),

@@ -11,7 +11,7 @@ use super::settings::settings_json;
 use crate::ckpt;
 use crate::interrupt;
 use crate::llc::transformer::{TrainingRows, TransformerTarget};
-use crate::llc::{estimate, recommend, CalibrationGrid, CalibrationPoint, LlcEstimate, NBeta, RecommendCriteria, Recommendation, SgldConfig};
+use crate::llc::{estimate, recommend, CalibrationGrid, CalibrationPoint, LlcEstimate, NBeta, RecommendCriteria, Recommendation, SgldConfig, StepCount};
 use crate::run::RowKey;
 use crate::tables;
 
@@ -59,9 +59,9 @@ impl fmt::Display for CalibrationOutcome {
                 c.settings.gamma,
                 e.batch_size,
                 e.nbeta,
-                c.settings.epsilon,
-                c.settings.burn_in,
-                c.settings.steps_between_draws,
+                e.schedule.epsilon,
+                e.schedule.burn_in,
+                e.schedule.steps_between_draws,
                 e.llc_mean,
                 e.llc_std,
                 e.r_hat,
@@ -132,11 +132,16 @@ pub fn parse_batch_size(s: &str) -> Result<Option<usize>, String> {
 /// The settings of one calibration cell: `base` at step size `epsilon`, with the step counts
 /// scaled for equal sampling time when asked (see [`CalibrateOptions::equal_time_at`]).
 pub fn cell_settings(base: &SgldConfig, epsilon: f64, equal_time_at: Option<f64>) -> SgldConfig {
-    let mut s = SgldConfig { epsilon, ..base.clone() };
+    let mut s = SgldConfig { epsilon: epsilon.into(), ..base.clone() };
     if let Some(eps_ref) = equal_time_at {
+        // Counts in relaxation times are at equal time already; counts in steps are scaled.
         let factor = eps_ref / epsilon;
-        s.burn_in = (base.burn_in as f64 * factor).round() as usize;
-        s.steps_between_draws = ((base.steps_between_draws as f64 * factor).round() as usize).max(1);
+        let scale = |c: StepCount, min: usize| match c {
+            StepCount::Steps(n) => StepCount::Steps(((n as f64 * factor).round() as usize).max(min)),
+            relaxations => relaxations,
+        };
+        s.burn_in = scale(base.burn_in, 0);
+        s.steps_between_draws = scale(base.steps_between_draws, 1);
     }
     s
 }
@@ -178,7 +183,7 @@ pub fn calibrate_stage(path: &Path, out: &Path, base: &SgldConfig, grid: &Calibr
                     let base_b = SgldConfig { batch_size: batch, gamma, nbeta, ..base.clone() };
                     let s = cell_settings(&base_b, epsilon, opts.equal_time_at);
                     let est = estimate(factory, &s).with_context(|| format!("calibrating {}", path.display()))?;
-                    tracing::info!(epsilon, %nbeta, gamma, batch = est.batch_size, burn_in = s.burn_in, thin = s.steps_between_draws, "{}", est.summary());
+                    tracing::info!(epsilon, %nbeta, gamma, batch = est.batch_size, burn_in = est.schedule.burn_in, thin = est.schedule.steps_between_draws, "{}", est.summary());
                     points.push(CalibrationPoint { epsilon, nbeta, gamma, estimate: est });
                     settings.push(s);
                 }

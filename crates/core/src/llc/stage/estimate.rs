@@ -13,7 +13,7 @@ use super::settings::{settings_hash, settings_json, SettingsSource};
 use crate::ckpt::{self, Checkpoint};
 use crate::llc::restrict::Restriction;
 use crate::llc::transformer::{TrainingRows, TransformerTarget};
-use crate::llc::{estimate, LlcEstimate, SgldConfig};
+use crate::llc::{estimate_ladder, LlcEstimate, SgldConfig};
 use crate::run::RowKey;
 use crate::tables::{self, llc::{CheckpointLlc, SummaryRow, TraceRow}};
 use crate::{fsio, interrupt};
@@ -195,16 +195,18 @@ fn estimate_group(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restricti
     Ok(CheckpointLlc { summary, trace })
 }
 
-/// The whole-model [`LlcEstimate`] of one checkpoint with these settings: one
+/// The whole-model [`LlcEstimate`] of one checkpoint with these settings (the step ladder's last
+/// rung, [`estimate_ladder`]): one
 /// [`TransformerTarget`] per chain over the checkpoint's rows.
 pub fn estimate_raw(ckpt: &Checkpoint, settings: &SgldConfig) -> Result<LlcEstimate> {
     estimate_restricted(ckpt, &Arc::new(TrainingRows::of(ckpt)?), &Restriction::all(), settings)
 }
 
-/// The [`LlcEstimate`] of one checkpoint with SGLD moving only the tensors of `group`.
+/// The [`LlcEstimate`] of one checkpoint with SGLD moving only the tensors of `group`, from the
+/// step ladder ([`estimate_ladder`]: at most `settings.halvings` retries).
 pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restriction, settings: &SgldConfig) -> Result<LlcEstimate> {
     let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone())?.restrict(group);
-    Ok(estimate(factory, settings)?)
+    Ok(estimate_ladder(factory, settings)?)
 }
 
 /// (checkpoint, restriction, settings hash, checkpoint hash).

@@ -7,6 +7,8 @@ The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, table
 - `select`: which checkpoints of the inputs are estimated, for which groups ([`Selection`],
   [`Job`]; `llc.steps`, `llc.trajectory` and the `--every`/`--steps` flags).
 - `estimate`: the estimate stage with its resume ([`estimate_stage`], [`run_estimate`]).
+- `reference`: `llc reference`, each checkpoint's estimate against long chains
+  ([`reference_stage`], [`reference_settings`], [`agrees`]).
 - `calibrate`: the calibration stage ([`calibrate_stage`]), its outcome printed as a table
   ([`CalibrationOutcome`]).
 
@@ -33,6 +35,7 @@ function of its checkpoint and settings, the final bytes equal those of an unint
 
 mod calibrate;
 mod estimate;
+mod reference;
 mod select;
 mod settings;
 #[cfg(test)]
@@ -40,6 +43,7 @@ mod tests;
 
 pub use calibrate::{calibrate_stage, cell_settings, parse_batch_size, CalibrateOptions, CalibrationCell, CalibrationOutcome, SeriesRecommendation};
 pub use estimate::{estimate_checkpoint, estimate_raw, estimate_restricted, estimate_stage, run_estimate, EstimateOptions, EstimateOutcome, EstimatePaths};
+pub use reference::{agrees, reference_settings, reference_stage, ReferenceOutcome, REFERENCE_CHAINS, REFERENCE_DRAWS_FACTOR, REFERENCE_RELAXATIONS, REFERENCE_SE, REFERENCE_TOLERANCE};
 pub use select::{check_steps, CheckpointStep, Job, Selection};
 pub use settings::{settings_hash, settings_json, SettingsSource};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ckpt;
-use crate::llc::{CalibrationGrid, RecommendCriteria};
+use crate::llc::{CalibrationGrid, Epsilon, RecommendCriteria, Rung, StepCount};
 use crate::tables::{self, llc::{read_summary, SummaryRow}};
 use crate::data::DataConfig;
 use crate::data::Dataset;
@@ -41,15 +41,15 @@ fn tiny_run(dir: &Path, alpha: f64) -> PathBuf {
 
 fn tiny_settings() -> SgldConfig {
     SgldConfig {
-        epsilon: 1e-3,
+        epsilon: 1e-3.into(),
         gamma: 100.0,
         batch_size: Some(32),
         chains: 2,
         draws: 12,
-        burn_in: 4,
+        burn_in: 4.into(),
         mala_every: 3,
         threads: 2,
-        ..SgldConfig::default()
+        ..SgldConfig::plain()
     }
 }
 
@@ -195,7 +195,7 @@ fn foreign_checkpoints_use_all_pairs() {
     assert_eq!(rows.len(), c.model.p * c.model.p);
     let dir = temp_dir("foreign");
     let out = dir.join("llc.parquet");
-    let s = SgldConfig { chains: 1, draws: 3, burn_in: 0, batch_size: Some(16), mala_every: 0, epsilon: 1e-6, ..SgldConfig::default() };
+    let s = SgldConfig { chains: 1, draws: 3, burn_in: 0.into(), batch_size: Some(16), mala_every: 0, epsilon: 1e-6.into(), ..SgldConfig::plain() };
     let settings = SettingsSource::Fixed(s);
     estimate_stage(&jobs(std::slice::from_ref(&path), &settings), &out, &settings, &quiet()).unwrap();
     let rows_back = read_summary(&out).unwrap();
@@ -213,7 +213,7 @@ fn foreign_checkpoints_use_all_pairs() {
 fn the_settings_hash_ignores_the_thread_count_and_nothing_else() {
     let base = SgldConfig::default();
     assert_eq!(settings_hash(&base).unwrap(), settings_hash(&SgldConfig { threads: 7, ..base.clone() }).unwrap());
-    assert_ne!(settings_hash(&base).unwrap(), settings_hash(&SgldConfig { epsilon: 2e-4, ..base }).unwrap());
+    assert_ne!(settings_hash(&base).unwrap(), settings_hash(&SgldConfig { epsilon: 2e-4.into(), ..base }).unwrap());
 }
 
 /// The shipped experiment files' `llc:` sections parse and validate.
@@ -226,17 +226,23 @@ fn shipped_pipelines_have_valid_llc_sections() {
         let SettingsSource::Fixed(s) = source else { panic!("{name}: per-run settings") };
         assert!(s.gamma > 0.0 && s.chains >= 2, "{name}: {s:?}");
     }
-    // default.yaml's per_p block halves the step at p = 113, with a burn-in of one relaxation
-    // time 2/(εγ), and leaves p = 59 at the calibrated 5e-5.
+    // default.yaml's settings serve p = 59 and p = 113 alike: ε = 8.8e-3/nβ, burn-in 1.5
+    // relaxation times 2/(εγ) (no per_p llc entries any more).
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.yaml");
     let at = |sets: &[String]| match SettingsSource::from_config(&crate::config::load(&path, sets).unwrap(), None).unwrap() {
         SettingsSource::Fixed(s) => s,
         SettingsSource::PerRun(_) => panic!("per-run settings"),
     };
     let (p59, p113) = (at(&[]), at(&["data.p=113".into()]));
-    assert_eq!((p59.epsilon, p59.burn_in), (5e-5, 400));
-    assert_eq!((p113.epsilon, p113.burn_in), (2.5e-5, 800));
-    assert_eq!(p113.burn_in as f64, (2.0 / (p113.epsilon * p113.gamma)).round());
+    assert_eq!(p59, p113);
+    assert_eq!((p59.epsilon, p59.burn_in), (Epsilon::PerNBeta(8.8e-3), StepCount::Relaxations(1.5)));
+    // At p = 59 (n = 2785 training rows, nβ = n/ln n ≈ 351.0) that is ε ≈ 2.5e-5, 1197 steps of
+    // burn-in and draws 4 steps apart; at p = 113 (n = 6384, nβ ≈ 728.3) ε ≈ 1.2e-5.
+    let nbeta = |n: f64| n / n.ln();
+    let s59 = p59.schedule(nbeta(2785.0), Rung::default());
+    assert!((s59.epsilon - 2.507e-5).abs() < 1e-8, "{s59:?}");
+    assert_eq!((s59.burn_in, s59.steps_between_draws, s59.draws), (1197, 4, 100));
+    assert!((p113.schedule(nbeta(6384.0), Rung::default()).epsilon - 1.208e-5).abs() < 1e-8);
 }
 
 #[test]
@@ -324,7 +330,7 @@ fn an_interrupted_estimate_resumes_and_matches_an_uninterrupted_one() {
 
     // Interrupted again, then rerun with other settings: nothing is reused.
     estimate_stage(&paths, &part, &settings, &EstimateOptions { progress: false, stop_after: Some(2) }).unwrap();
-    let other = SettingsSource::Fixed(SgldConfig { epsilon: 5e-4, ..tiny_settings() });
+    let other = SettingsSource::Fixed(SgldConfig { epsilon: 5e-4.into(), ..tiny_settings() });
     let third = estimate_stage(&paths, &part, &other, &quiet()).unwrap();
     assert_eq!((third.reused, third.computed), (0, 4));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -361,7 +367,7 @@ fn diverging_chains_are_flagged_and_leave_no_nan_in_the_trace() {
     let run = tiny_run(&dir, 1.0);
     let last = ckpt::list_run(&run).unwrap().pop().unwrap().1;
     let out = dir.join("llc.parquet");
-    let s = SgldConfig { epsilon: 50.0, burn_in: 0, ..tiny_settings() };
+    let s = SgldConfig { epsilon: 50.0.into(), burn_in: 0.into(), ..tiny_settings() };
     let settings = SettingsSource::Fixed(s);
     let outcome = estimate_stage(&jobs(&[last], &settings), &out, &settings, &quiet()).unwrap();
     let row = &outcome.done[0].summary;
@@ -393,7 +399,7 @@ fn high_r_hat_and_low_mala_acceptance_are_flagged() {
     est.mala_acceptance = Some(0.3);
     est.diagnose();
     let text = est.flag_text();
-    assert!(text.contains("R-hat 1.5000 > 1.1") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
+    assert!(text.contains("R-hat 1.5000 > 1.05") && text.contains("MALA acceptance 0.3000 < 0.8"), "{text}");
     let key = RowKey { ident: RunIdent::from_config(&crate::config::Config::default(), "x"), step: 1, checkpoint: "c".into() };
     let row = SummaryRow::of(key, "all", "train_split", 0, &est, String::new(), String::new());
     assert!(row.flag_r_hat && row.flag_mala && row.flagged());
@@ -434,7 +440,7 @@ fn calibration_writes_the_grid_and_marks_the_recommendation() {
     let run = tiny_run(&dir, 0.0);
     let last = ckpt::list_run(&run).unwrap().pop().unwrap().1;
     let out = dir.join("cal.parquet");
-    let base = SgldConfig { draws: 40, burn_in: 20, ..tiny_settings() };
+    let base = SgldConfig { draws: 40, burn_in: 20.into(), ..tiny_settings() };
     let grid = CalibrationGrid { epsilons: vec![1e-4, 3e-4, 1e-3], nbetas: vec![], gammas: vec![] };
     let criteria = RecommendCriteria { min_acceptance: 0.0, flat_tolerance: 10.0, ..RecommendCriteria::default() };
     let opts = CalibrateOptions { batch_sizes: vec![Some(32), None], equal_time_at: Some(1e-3), criteria };
