@@ -113,3 +113,7 @@ where
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ladder_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! The step ladder on a target whose stable-step bound is analytic, its bookkeeping, and the
+//! retry rule.
+
+use candle_core::{Device, Tensor, Var};
+
+use super::*;
+use crate::llc::{EstimateFlags, NBeta, StepCount};
+
+/// `L(w) = ½·λ·w²` in one dimension, whatever the rows, minimum at `w* = 0`.
+///
+/// SGLD's update (sampler::sgld) is `w ← w − (ε/2)·[nβ·∇L(w) + γ·(w − w*)] + N(0, ε)`, here
+/// `w ← (1 − ε·a/2)·w + √ε·ξ` with `a = nβ·λ + γ`: an AR(1) recursion, stable iff
+/// `|1 − ε·a/2| < 1`, i.e. `ε < 4/a`. Above the bound the chain grows geometrically (and is
+/// stopped as diverged); below it the Euler–Maruyama chain's variance `1/(a·(1 − ε·a/4))`
+/// exceeds the target's `1/a`, and MALA's acceptance measures the mismatch: simulated with
+/// numpy (20,000 chains), 0.71 at 0.75 × the bound and 0.87 at 0.375 × (in one dimension; in
+/// four, 0.59 and 0.75, which is why this target has one).
+struct Quadratic {
+    w: Vec<Var>,
+    lambda: f64,
+}
+
+impl SgldTarget for Quadratic {
+    fn params(&self) -> &[Var] {
+        &self.w
+    }
+    fn n_train(&self) -> usize {
+        1000
+    }
+    fn loss(&self, _rows: &[u32]) -> candle_core::Result<Tensor> {
+        self.w[0].as_tensor().sqr()?.sum_all()?.affine(0.5 * self.lambda, 0.0)
+    }
+}
+
+const NBETA: f64 = 100.0;
+const LAMBDA: f64 = 1.0;
+const GAMMA: f64 = 100.0;
+
+/// The stable-step bound `4/(nβ·λ + γ)` (see [`Quadratic`]).
+fn bound() -> f64 {
+    4.0 / (NBETA * LAMBDA + GAMMA)
+}
+
+fn factory(_chain: usize) -> anyhow::Result<Quadratic> {
+    Ok(Quadratic { w: vec![Var::from_vec(vec![0.0f64], 1, &Device::Cpu)?], lambda: LAMBDA })
+}
+
+/// Starting 1.5× above the bound, with room for three retries.
+fn settings() -> SgldConfig {
+    SgldConfig {
+        epsilon: (1.5 * bound()).into(),
+        gamma: GAMMA,
+        nbeta: NBeta::Value(NBETA),
+        chains: 4,
+        draws: 2000,
+        burn_in: StepCount::Relaxations(2.0),
+        steps_between_draws: 1.into(),
+        mala_every: 1,
+        halvings: 3,
+        ..SgldConfig::plain()
+    }
+}
+
+#[test]
+fn the_ladder_picks_a_step_below_the_stable_bound_and_above_a_quarter_of_it() {
+    let est = estimate_ladder(factory, &settings()).unwrap();
+    let eps = est.schedule.epsilon;
+    eprintln!("bound {:e}; chose {eps:e}; rejected: {}; {}", bound(), rejected_text(&est.rejected), est.summary());
+    assert!(eps < bound() && eps > bound() / 4.0, "ε {eps:e} against the bound {:e}", bound());
+    assert!(!est.flags.flagged(), "{}", est.flag_text());
+    // Healthy there, the estimate is close to the EM chain's own mean, nβ·λ/2·E[w²] with
+    // E[w²] = 1/(a·(1 − ε·a/4)) (within 10 %: 4 chains × 2000 correlated draws).
+    let a = NBETA * LAMBDA + GAMMA;
+    let expected = NBETA * LAMBDA / 2.0 / (a * (1.0 - eps * a / 4.0));
+    assert!((est.llc_mean - expected).abs() < 0.1 * expected, "{} against {expected}", est.llc_mean);
+}
+
+#[test]
+fn the_ladder_records_its_rungs_and_gives_the_same_result_twice() {
+    let est = estimate_ladder(factory, &settings()).unwrap();
+    // Above the bound every chain diverges; at 0.75× MALA rejects the step; 0.375× is healthy.
+    let rejected: Vec<(f64, Vec<String>, Retry)> = est.rejected.iter().map(|r| (r.epsilon / bound(), r.flags.clone(), r.retry)).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!((rejected[0].0 - 1.5).abs() < 1e-12 && rejected[0].1.contains(&"diverged".to_string()), "{rejected:?}");
+    assert!((rejected[1].0 - 0.75).abs() < 1e-12 && rejected[1].1.contains(&"flag_mala".to_string()), "{rejected:?}");
+    assert!(rejected.iter().all(|r| r.2 == Retry::HalveStep));
+    assert!((est.schedule.epsilon / bound() - 0.375).abs() < 1e-12);
+    // Burn-in in relaxation times follows the rung's ε: ceil(2·2/(εγ)) steps.
+    assert_eq!(est.schedule.burn_in, (4.0 / (est.schedule.epsilon * GAMMA)).ceil() as usize);
+    assert!(rejected_text(&est.rejected).starts_with("ε 3.000e-2, 2000 draws: ") && rejected_text(&est.rejected).contains("; ε 1.500e-2, 2000 draws: flag_mala → ε/2"), "{}", rejected_text(&est.rejected));
+    assert_eq!(estimate_ladder(factory, &settings()).unwrap(), est, "the ladder is not deterministic");
+
+    // With one retry the last rung is still flagged, and reported so.
+    let short = estimate_ladder(factory, &SgldConfig { halvings: 1, ..settings() }).unwrap();
+    assert_eq!(short.rejected.len(), 1);
+    assert!(short.flags.mala, "{}", short.summary());
+    // Without retries the ladder is one estimate, the settings as given (compared as text: the
+    // diverged estimate holds NaNs).
+    let one = estimate_ladder(factory, &SgldConfig { halvings: 0, ..settings() }).unwrap();
+    let plain = crate::llc::estimate(factory, &SgldConfig { halvings: 0, ..settings() }).unwrap();
+    assert!(one.flags.diverged == 4 && one.rejected.is_empty());
+    assert_eq!(format!("{one:?}"), format!("{plain:?}"));
+}
+
+#[test]
+fn the_flags_choose_the_retry() {
+    let f = |set: fn(&mut EstimateFlags)| {
+        let mut flags = EstimateFlags::default();
+        set(&mut flags);
+        Retry::for_flags(&flags)
+    };
+    assert_eq!(f(|_| {}), None);
+    assert_eq!(f(|x| x.mala = true), Some(Retry::HalveStep));
+    assert_eq!(f(|x| x.spikes = true), Some(Retry::HalveStep));
+    assert_eq!(f(|x| x.diverged = 1), Some(Retry::HalveStep));
+    assert_eq!(f(|x| x.r_hat = true), Some(Retry::DoubleDraws));
+    assert_eq!(f(|x| { x.r_hat = true; x.mala = true }), Some(Retry::HalveStep));
+    assert_eq!(f(|x| x.negative = 2), None);
+    assert_eq!(f(|x| x.not_converged = 1), None);
+}
+
+#[test]
+fn rungs_keep_the_sampling_time_when_the_step_halves_and_double_the_draws_for_r_hat() {
+    let s = SgldConfig { epsilon: crate::llc::Epsilon::PerNBeta(8.8e-3), gamma: 100.0, burn_in: 400.into(), steps_between_draws: StepCount::Relaxations(0.005), draws: 100, ..SgldConfig::plain() };
+    let nbeta = 352.0;
+    let at = |halved, lengthened| s.schedule(nbeta, Rung { halved, lengthened });
+    let first = at(0, 0);
+    assert_eq!(first.epsilon, 2.5e-5);
+    assert_eq!((first.burn_in, first.steps_between_draws, first.draws), (400, 4, 100));
+    let halved = at(1, 0);
+    assert_eq!(halved.epsilon, 1.25e-5);
+    assert_eq!((halved.burn_in, halved.steps_between_draws, halved.draws), (800, 8, 100));
+    let longer = at(1, 1);
+    assert_eq!((longer.epsilon, longer.burn_in, longer.steps_between_draws, longer.draws), (1.25e-5, 800, 8, 200));
+    // 1.5 relaxation times 2/(εγ) at ε = 2.5e-5, γ = 100 are exactly 1200 steps, not 1201.
+    assert_eq!(StepCount::Relaxations(1.5).resolve(2.5e-5, 100.0, 0), 1200);
+}
