@@ -660,3 +660,30 @@ fn the_group_all_reproduces_the_unrestricted_estimates_bit_for_bit() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12's regression: the initial checkpoint of default.yaml's alpha0_seed0 (step 0, no
+/// training) is flagged with the fixed settings shipped before the ladder (ε = 5e-5, burn-in 400,
+/// 2 chains × 100 draws, B = 256: MALA acceptance 0.793 in `make all`) and healthy with the new
+/// defaults, the ladder included.
+#[test]
+fn the_initial_checkpoint_flagged_by_the_old_settings_is_healthy_with_the_defaults() {
+    let dir = temp_dir("step0");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.yaml");
+    let cfg = crate::config::load(&path, &["train.steps=0".into()]).unwrap();
+    let run = cfg.run(Some("alpha0_seed0")).unwrap();
+    let data = Dataset::generate(&run.config.data);
+    let run_dir = dir.join("alpha0_seed0");
+    train::run(&run.config, "alpha0_seed0", &data, &RunDir::new(&run_dir)).unwrap();
+    let (step, file) = ckpt::list_run(&run_dir).unwrap().remove(0);
+    assert_eq!(step, 0);
+    let c = ckpt::load(&file).unwrap();
+    let old = SgldConfig { epsilon: 5e-5.into(), burn_in: 400.into(), chains: 2, draws: 100, batch_size: Some(256), mala_every: 10, ..SgldConfig::plain() };
+    let before = estimate_raw(&c, &old).unwrap();
+    eprintln!("old settings: {}", before.summary());
+    assert!(before.flags.mala, "{}", before.summary());
+    let after = estimate_raw(&c, &run.config.llc).unwrap();
+    eprintln!("defaults: ε {:e}, burn-in {}, thinning {}, {} rung(s) ({}): {}", after.schedule.epsilon, after.schedule.burn_in, after.schedule.steps_between_draws, after.rejected.len() + 1, crate::llc::ladder::rejected_text(&after.rejected), after.summary());
+    assert_eq!(run.config.llc, SgldConfig::default());
+    assert!(!after.flags.flagged(), "{}", after.summary());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
