@@ -181,6 +181,9 @@ fn write_run(s: &Spec, dir: &Path) {
     cols.push(("flag_r_hat", rows.iter().map(|r| r.3).collect::<Vec<_>>().into()));
     cols.push(("nbeta_setting", vec!["n_over_ln_n"; n].into()));
     cols.push(("loss_at_wstar_mode", vec!["full_training_set"; n].into()));
+    cols.push(("epsilon_setting", vec!["2.5e-5"; n].into()));
+    cols.push(("burn_in_setting", vec!["1200"; n].into()));
+    cols.push(("steps_between_draws_setting", vec!["4"; n].into()));
     cols.push(("restriction", rows.iter().map(|r| r.0).collect::<Vec<_>>().into()));
     write(cols, &llc_tables::LLC_SUMMARY, &d.join("llc.parquet"));
 }

@@ -134,6 +134,9 @@ fn llc(run: &str, alpha: f64, seed: i64, path: &Path) {
     // The settings columns parse back into settings.
     cols.push(("nbeta_setting", (vec!["n_over_ln_n"; n]).into()));
     cols.push(("loss_at_wstar_mode", (vec!["full_training_set"; n]).into()));
+    cols.push(("epsilon_setting", (vec!["{per_nbeta: 8.8e-3}"; n]).into()));
+    cols.push(("burn_in_setting", (vec!["{relaxations: 1.5}"; n]).into()));
+    cols.push(("steps_between_draws_setting", (vec!["4"; n]).into()));
     write(cols, &llc_tables::LLC_SUMMARY, path);
 }
 
