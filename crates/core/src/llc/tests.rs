@@ -955,3 +955,22 @@ fn a_singular_polynomial_restricted_to_one_weight_matches_its_derived_target() {
     assert_eq!(flat.llc_mean, 0.0, "{}", flat.summary());
     assert!(flat.chains.iter().all(|ch| ch.draw_losses.iter().all(|&l| l == flat.loss_at_wstar)));
 }
+
+/// The step and the step counts parse as numbers or as their map forms; a misspelt key of a
+/// map form, or relaxation times at γ = 0, are refused when the file is loaded.
+#[test]
+fn per_nbeta_and_relaxation_forms_parse_and_mistakes_are_named() {
+    let c = crate::config::load_str("llc:\n  epsilon: {per_nbeta: 8.8e-3}\n  burn_in: {relaxations: 1.5}\n  steps_between_draws: 4\n  halvings: 3\n", &[]).unwrap().llc;
+    assert_eq!((c.epsilon, c.burn_in, c.steps_between_draws, c.halvings), (Epsilon::PerNBeta(8.8e-3), StepCount::Relaxations(1.5), StepCount::Steps(4), 3));
+    assert_eq!(c.epsilon.to_string().parse::<Epsilon>().unwrap(), c.epsilon);
+    assert_eq!(c.burn_in.to_string().parse::<StepCount>().unwrap(), c.burn_in);
+    let set = crate::config::load_str("", &["llc.epsilon={per_nbeta: 1e-2}".into()]).unwrap().llc;
+    assert_eq!(set.epsilon, Epsilon::PerNBeta(1e-2));
+    let e = format!("{:#}", crate::config::load_str("llc:\n  epsilon: {per_nbta: 8.8e-3}\n", &[]).unwrap_err());
+    assert!(e.contains("per_nbta") && e.contains("did you mean `per_nbeta`"), "{e}");
+    let e = format!("{:#}", crate::config::load_str("llc:\n  burn_in: {relaxation: 2}\n", &[]).unwrap_err());
+    assert!(e.contains("did you mean `relaxations`"), "{e}");
+    let e = format!("{:#}", crate::config::load_str("llc:\n  gamma: 0\n  burn_in: {relaxations: 2}\n", &[]).unwrap_err());
+    assert!(e.contains("gamma = 0"), "{e}");
+    assert!(crate::config::load_str("llc:\n  epsilon: {per_nbeta: -1}\n", &[]).is_err());
+}
