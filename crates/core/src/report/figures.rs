@@ -8,6 +8,7 @@ use super::findings::num;
 use super::inputs::{CalibrationRow, Data, LlcRow, RunId, SymmetryRow, TraceRow, WHOLE_MODEL};
 use super::summary::{self, grokking_step, RunCurves, RunSummary, GROK_THRESHOLD};
 use super::weights::{LogitTable, Spectrum};
+use crate::llc::diagnostics::{MALA_MIN, R_HAT_MAX};
 use crate::stats;
 use crate::plot::{alpha_color, palette, Axis, Chart, Color, Figure, Heatmap, Mark, Panel, Rule, Series, Shape};
 
@@ -602,6 +603,116 @@ pub fn calibration(rows: &[CalibrationRow], missing: Option<String>) -> Built {
         caption: "Calibration sweep: LLC estimate against the SGLD step size ε, one line per nβ (band ±1 std over chains); the black diamond is the setting `llc calibrate` recommends. A good setting lies where the estimate is flat in both ε and nβ.".into(),
         figure: Figure::new("LLC calibration grid", panels, 2),
     }])
+}
+
+/// Marker colour of a checkpoint where the step ladder retried (`step_rungs > 1`).
+const RETRIED_COLOR: Color = Color(255, 127, 14);
+
+/// Item 8c: the step size the ladder chose (`llc::ladder`) and the diagnostics it was judged by,
+/// along training, one figure per run: ε (log scale), split R-hat with [`R_HAT_MAX`] and MALA
+/// acceptance with [`MALA_MIN`], stacked on the step axis of the LLC figures, with retried and
+/// flagged checkpoints marked in every panel. What makes each LLC estimate trustworthy (or not)
+/// is on this page, not only in the table.
+pub fn step_diagnostics(data: &Data, curves: &BTreeMap<String, RunCurves>, runs: &BTreeMap<String, RunId>) -> Built {
+    if let Some(why) = data.llc.missing(super::inputs::TableKind::Llc) {
+        return Err(why);
+    }
+    let by_run = summary::llc_by_run(&data.llc.rows);
+    if by_run.is_empty() {
+        return Err("the LLC table holds no whole-model estimates (`restriction` = `all`)".into());
+    }
+    if !by_run.values().flatten().any(|r| r.epsilon.is_finite()) {
+        return Err("no whole-model estimate records its step size (column `epsilon`)".into());
+    }
+    type Pick = fn(&LlcRow) -> f64;
+    let panels_of: [(&str, Axis, Pick, Option<Rule>); 3] = [
+        ("SGLD step size ε chosen", Axis::log("step size ε (log scale)"), |r| r.epsilon, None),
+        (
+            "split R-hat over chains",
+            Axis::linear("split R-hat"),
+            |r| r.r_hat,
+            Some(Rule { vertical: false, at: R_HAT_MAX, color: Color::BLACK, label: Some(format!("flag above R-hat {}", num(R_HAT_MAX))) }),
+        ),
+        (
+            "MALA acceptance",
+            Axis::linear("mean MALA acceptance (fraction)"),
+            |r| r.mala_acceptance,
+            Some(Rule { vertical: false, at: MALA_MIN, color: Color::BLACK, label: Some(format!("flag below {}", num(MALA_MIN))) }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (run, est) in by_run.iter().take(MAX_PER_RUN) {
+        let id = runs.get(run).cloned().unwrap_or_else(|| RunId::named(run));
+        let c = curves.get(run);
+        // The LLC figure's step range, so that the two figures line up.
+        let range = step_range(
+            est.iter()
+                .map(|r| r.step as f64)
+                .chain(c.into_iter().flat_map(|c| c.val.steps.iter().chain(&c.train.steps).map(|&s| s as f64))),
+        );
+        // Step 0 cannot sit on the log step axis; the caption gives its values.
+        let drawn: Vec<&LlcRow> = est.iter().copied().filter(|r| r.step > 0).collect();
+        let mut panels = Vec::new();
+        for (title, y, pick, rule) in panels_of.iter().cloned() {
+            let mut ch = Chart::new(title, step_axis(range), y);
+            ch.rules.extend(rule);
+            let at = |keep: fn(&LlcRow) -> bool| -> Vec<(f64, f64)> {
+                drawn.iter().filter(|r| keep(r)).map(|r| (r.step as f64, pick(r))).filter(|p| p.1.is_finite()).collect()
+            };
+            ch.series.push(Series::new(title, palette(0), Mark::LinePoints { width: 2, shape: Shape::Circle, size: 3 }, at(|_| true)));
+            let retried = at(|r| r.step_rungs > 1);
+            if !retried.is_empty() {
+                ch.series.push(Series::new("retried (ladder rungs > 1)", RETRIED_COLOR, Mark::Points { shape: Shape::Triangle, size: 6 }, retried));
+            }
+            let flagged = at(|r| !r.flags.is_empty());
+            if !flagged.is_empty() {
+                ch.series.push(Series::new("flagged estimate", Color(200, 0, 0), Mark::Points { shape: Shape::Cross, size: 6 }, flagged));
+            }
+            panels.push(Panel::Chart(ch));
+        }
+        let mut notes = String::new();
+        if let Some(r0) = est.iter().find(|r| r.step == 0) {
+            notes.push_str(&format!(
+                " Step 0 (not on the log axis): ε {:.3e}, R-hat {}, MALA {}, {} rung{}{}.",
+                r0.epsilon,
+                num(r0.r_hat),
+                num(r0.mala_acceptance),
+                r0.step_rungs,
+                if r0.step_rungs == 1 { "" } else { "s" },
+                if r0.flags.is_empty() { String::new() } else { format!(", flagged {}", r0.flags.join(", ")) }
+            ));
+        }
+        let retried: Vec<String> = est
+            .iter()
+            .filter(|r| r.step_rungs > 1)
+            .map(|r| {
+                let why = if r.rejected_steps.is_empty() { String::new() } else { format!(": {}", r.rejected_steps) };
+                format!("step {} ({} rungs{why})", r.step, r.step_rungs)
+            })
+            .collect();
+        if !retried.is_empty() {
+            notes.push_str(&format!(" Retried: {}.", retried.join("; ")));
+        }
+        let flagged: Vec<String> =
+            est.iter().filter(|r| !r.flags.is_empty()).map(|r| format!("step {} ({})", r.step, r.flags.join(", "))).collect();
+        if !flagged.is_empty() {
+            notes.push_str(&format!(" Flagged: {}.", flagged.join("; ")));
+        }
+        if !drawn.iter().any(|r| r.mala_acceptance.is_finite()) {
+            notes.push_str(" MALA acceptance was not measured for this run.");
+        }
+        out.push(FigureSpec {
+            stem: format!("sgld_step_{}", slug(run)),
+            caption: format!(
+                "The SGLD step size ε the step ladder chose at each checkpoint of run {} (log scale), with the split R-hat and the MALA acceptance it was judged by: a trustworthy estimate has R-hat below its line ({}) and acceptance above its line ({}), and a drop in ε (orange triangle: the ladder retried there) marks a checkpoint where the loss surface is sharper; red crosses are estimates still flagged. {LOG_NOTE}{notes}",
+                run_label(&id),
+                num(R_HAT_MAX),
+                num(MALA_MIN)
+            ),
+            figure: Figure::new(format!("SGLD step size and diagnostics along training: {}", run_label(&id)), panels, 1),
+        });
+    }
+    Ok(out)
 }
 
 /// Item 9: the phase diagram over α (and width), as the paper draws it (issue 15): at each

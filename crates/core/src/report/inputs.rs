@@ -220,6 +220,17 @@ pub struct LlcRow {
     pub loss_at_wstar: Option<f64>,
     /// Names of the health flags that are set (`tables::llc::SummaryRow::flag_names`).
     pub flags: Vec<String>,
+    /// The SGLD step size ε that produced the estimate (the last rung of the step ladder,
+    /// `llc::ladder`; column `epsilon`).
+    pub epsilon: f64,
+    /// Rungs of the step ladder run: 1 when the first rung was healthy, more when it retried.
+    pub step_rungs: i64,
+    /// The rejected rungs in words (`llc::ladder::rejected_text`), empty when none.
+    pub rejected_steps: String,
+    /// Split R-hat over chains (NaN with one chain).
+    pub r_hat: f64,
+    /// Mean MALA acceptance (NaN when not measured).
+    pub mala_acceptance: f64,
 }
 
 /// The `restriction` of a whole-model estimate (the preset `all` of `llc::restrict`).
@@ -446,6 +457,11 @@ fn read_llc(path: &Path) -> Result<Vec<LlcRow>> {
             mean: r.llc_mean,
             std: r.llc_std,
             loss_at_wstar: Some(r.loss_at_wstar).filter(|v| v.is_finite()),
+            epsilon: r.schedule.epsilon,
+            step_rungs: r.step_rungs,
+            rejected_steps: r.rejected_steps,
+            r_hat: r.r_hat,
+            mala_acceptance: r.mala_acceptance,
         })
         .collect())
 }

@@ -500,15 +500,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     section(
         "sgld",
         "SGLD diagnostics",
-        "Loss traces of the SGLD chains behind the LLC estimates, and the ε × nβ calibration grid when one was run.",
+        "Loss traces of the SGLD chains behind the LLC estimates, the ε × nβ calibration grid when one was run, and per run the step size the step ladder chose at each checkpoint with the R-hat and MALA acceptance it was judged by.",
         vec![],
         vec![
             ("SGLD loss traces", figures::traces(&data, opts.traces_per_run.max(1))),
             ("calibration grid", figures::calibration(&data.calibration.rows, data.calibration.missing(TableKind::LlcCalibration))),
-            // The place for the step size and diagnostics chosen along training, per run (from the
-            // per-row columns of the LLC step-size selection in `llc::estimate`, when they land).
+            ("step size and diagnostics along training", figures::step_diagnostics(&data, &curves, &runs_by_id)),
         ],
-        limit(n_trace_runs, "SGLD traces"),
+        limit(n_trace_runs, "SGLD traces").into_iter().chain(limit(n_llc_runs, "Step-size figures")).collect(),
         &mut outcome,
     )?;
 

@@ -137,6 +137,14 @@ fn llc(run: &str, alpha: f64, seed: i64, path: &Path) {
     cols.push(("epsilon_setting", (vec!["{per_nbeta: 8.8e-3}"; n]).into()));
     cols.push(("burn_in_setting", (vec!["{relaxations: 1.5}"; n]).into()));
     cols.push(("steps_between_draws_setting", (vec!["4"; n]).into()));
+    // The step ladder's record: alpha0_seed0 retried at step 10 (its first ε halved).
+    let retried = run == "alpha0_seed0";
+    cols.push(("epsilon", (vec![2e-4, if retried { 1e-4 } else { 2e-4 }, 2e-4, 4e-4]).into()));
+    cols.push(("step_rungs", (vec![1i64, if retried { 2 } else { 1 }, 1, 1]).into()));
+    let rejected = if retried { "ε 2.000e-4, 200 draws: flag_mala → ε/2" } else { "" };
+    cols.push(("rejected_steps", (vec!["", rejected, "", ""]).into()));
+    cols.push(("r_hat", (vec![1.01, 1.02, 1.0, 1.03]).into()));
+    cols.push(("mala_acceptance", (vec![0.95, 0.85, 0.9, 0.92]).into()));
     write(cols, &llc_tables::LLC_SUMMARY, path);
 }
 
@@ -341,6 +349,7 @@ fn full_report_is_complete_and_valid() {
         "embedding_spectrum_final",
         "correct_logit_tables",
         "sgld_traces_alpha0_seed0",
+        "sgld_step_alpha0_seed0",
         "phase_diagram_alpha",
     ];
     for w in want {
@@ -365,6 +374,76 @@ fn full_report_is_complete_and_valid() {
     assert_eq!(runs[2].solution.as_deref(), Some("clock"));
     assert_eq!(runs[0].llc_end.unwrap().mean, 50.0);
     assert_eq!(runs[0].llc_peak.unwrap().step, 10);
+}
+
+/// The series of a chart by legend text.
+fn series<'a>(c: &'a crate::plot::Chart, label: &str) -> Option<&'a crate::plot::Series> {
+    c.series.iter().find(|s| s.label.as_deref() == Some(label))
+}
+
+#[test]
+fn step_size_and_diagnostics_per_run() {
+    use crate::llc::diagnostics::{MALA_MIN, R_HAT_MAX};
+    use crate::plot::Panel;
+    let tmp = Tmp::new("steps");
+    let dir = tmp.0.join("exp");
+    experiment(&dir, true);
+    let data = inputs::Data::read(&inputs::discover(&dir).unwrap());
+    let curves = summary::curves(&data.metrics.rows);
+    let figs = figures::step_diagnostics(&data, &curves, &data.runs()).unwrap();
+    let stems: Vec<&str> = figs.iter().map(|f| f.stem.as_str()).collect();
+    assert_eq!(stems, ["sgld_step_alpha0_seed0", "sgld_step_alpha0_seed1", "sgld_step_alpha1_seed0", "sgld_step_alpha1_seed1"]);
+    for f in &figs {
+        let charts: Vec<&crate::plot::Chart> = f.figure.panels.iter().map(|p| match p {
+            Panel::Chart(c) => c,
+            Panel::Heatmap(_) => panic!("a heatmap in {}", f.stem),
+        }).collect();
+        // Three stacked panels: ε on a log axis, R-hat and MALA with their flag lines.
+        assert_eq!((charts.len(), f.figure.cols), (3, 1), "{}", f.stem);
+        assert!(charts[0].y.log && charts[0].x.log && charts.iter().all(|c| c.x == charts[0].x));
+        assert!(charts[0].rules.is_empty());
+        assert_eq!(charts[1].rules.iter().map(|r| (r.vertical, r.at)).collect::<Vec<_>>(), [(false, R_HAT_MAX)]);
+        assert_eq!(charts[2].rules.iter().map(|r| (r.vertical, r.at)).collect::<Vec<_>>(), [(false, MALA_MIN)]);
+        // One point per checkpoint after step 0 (10, 50, 100), the table's values.
+        let retried = f.stem == "sgld_step_alpha0_seed0";
+        let eps10 = if retried { 1e-4 } else { 2e-4 };
+        let want = [
+            vec![(10.0, eps10), (50.0, 2e-4), (100.0, 4e-4)],
+            vec![(10.0, 1.02), (50.0, 1.0), (100.0, 1.03)],
+            vec![(10.0, 0.85), (50.0, 0.9), (100.0, 0.92)],
+        ];
+        for (c, w) in charts.iter().zip(&want) {
+            assert_eq!(&c.series[0].points, w, "{}: {}", f.stem, c.title);
+            // The retried checkpoint (alpha0_seed0, step 10) is marked in every panel, and
+            // nothing else is.
+            let marked = series(c, "retried (ladder rungs > 1)").map(|s| s.points.clone());
+            assert_eq!(marked, retried.then(|| vec![w[0]]), "{}: {}", f.stem, c.title);
+            // Flagged: alpha1_seed1 at step 10 (negative mean), alpha0_seed1 at 100 (diverged).
+            let flagged = series(c, "flagged estimate").map(|s| s.points.clone());
+            let want_flag = match f.stem.as_str() {
+                "sgld_step_alpha1_seed1" => Some(vec![w[0]]),
+                "sgld_step_alpha0_seed1" => Some(vec![w[2]]),
+                _ => None,
+            };
+            assert_eq!(flagged, want_flag, "{}: {}", f.stem, c.title);
+            let (rs, fs) = (series(c, "retried (ladder rungs > 1)"), series(c, "flagged estimate"));
+            if let (Some(r), Some(fl)) = (rs, fs) {
+                assert_ne!((r.color, &r.mark), (fl.color, &fl.mark), "retried and flagged look alike");
+            }
+        }
+        assert!(f.caption.contains("Step 0 (not on the log axis): ε 2.000e-4, R-hat 1.01, MALA 0.95, 1 rung."), "{}", f.caption);
+        assert_eq!(f.caption.contains("Retried: step 10 (2 rungs: ε 2.000e-4, 200 draws: flag_mala → ε/2)."), retried, "{}", f.caption);
+        check_svg(&crate::plot::render(&f.figure).unwrap().svg);
+    }
+    // In the page, in the SGLD section.
+    let out = tmp.0.join("out");
+    let o = run(&opts(&dir, &out)).unwrap();
+    for run in ["alpha0_seed0", "alpha1_seed1"] {
+        assert!(o.figures.iter().any(|f| *f == format!("sgld_step_{run}")), "{:?}", o.figures);
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let (sgld, steps) = (html.find("sgld_traces_alpha0_seed0.svg").unwrap(), html.find("sgld_step_alpha0_seed0.svg").unwrap());
+    assert!(sgld < steps);
 }
 
 #[test]
