@@ -394,10 +394,11 @@ fn step_size_and_diagnostics_per_run() {
     let stems: Vec<&str> = figs.iter().map(|f| f.stem.as_str()).collect();
     assert_eq!(stems, ["sgld_step_alpha0_seed0", "sgld_step_alpha0_seed1", "sgld_step_alpha1_seed0", "sgld_step_alpha1_seed1"]);
     for f in &figs {
-        let charts: Vec<&crate::plot::Chart> = f.figure.panels.iter().map(|p| match p {
-            Panel::Chart(c) => c,
+        let chart = |p: &'_ Panel| match p {
+            Panel::Chart(c) => c.clone(),
             Panel::Heatmap(_) => panic!("a heatmap in {}", f.stem),
-        }).collect();
+        };
+        let charts: Vec<crate::plot::Chart> = f.figure.panels.iter().map(chart).collect();
         // Three stacked panels: ε on a log axis, R-hat and MALA with their flag lines.
         assert_eq!((charts.len(), f.figure.cols), (3, 1), "{}", f.stem);
         assert!(charts[0].y.log && charts[0].x.log && charts.iter().all(|c| c.x == charts[0].x));
