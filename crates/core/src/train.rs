@@ -195,6 +195,11 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
             }
             prune_optim(dir, t)?;
             resume::discard(dir)?;
+            if bar.is_hidden() {
+                // No bar in a log file or under srun: a line per checkpoint says how far a long
+                // run has come.
+                tracing::info!(run = run_id, step = t, of = t_cfg.steps, train_loss = out.loss, train_acc = accuracy, "checkpoint written");
+            }
         }
         if let Some(grads) = &out.grads {
             if crate::interrupt::requested() {
