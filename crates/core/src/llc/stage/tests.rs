@@ -219,7 +219,7 @@ fn the_settings_hash_ignores_the_thread_count_and_nothing_else() {
 /// The shipped experiment files' `llc:` sections parse and validate.
 #[test]
 fn shipped_pipelines_have_valid_llc_sections() {
-    for name in ["default", "tiny", "phase"] {
+    for name in ["default", "tiny", "phase", "phase-slice", "fixed-alpha"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../pipelines/{name}.yaml"));
         let cfg = crate::config::load(&path, &[]).unwrap();
         let source = SettingsSource::from_config(&cfg, None).unwrap();
@@ -669,7 +669,8 @@ fn the_group_all_reproduces_the_unrestricted_estimates_bit_for_bit() {
 fn the_initial_checkpoint_flagged_by_the_old_settings_is_healthy_with_the_defaults() {
     let dir = temp_dir("step0");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.yaml");
-    let cfg = crate::config::load(&path, &["train.steps=0".into()]).unwrap();
+    // No training, so only step 0 is scheduled: `llc.steps` (later checkpoints) is dropped.
+    let cfg = crate::config::load(&path, &["train.steps=0".into(), "llc.steps=null".into()]).unwrap();
     let run = cfg.run(Some("alpha0_seed0")).unwrap();
     let data = Dataset::generate(&run.config.data);
     let run_dir = dir.join("alpha0_seed0");
