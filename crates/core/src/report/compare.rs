@@ -621,6 +621,60 @@ pub fn comparisons(data: &Data, at: CompareAt) -> Comparisons {
     out
 }
 
+/// The labels of one cell's runs at one symmetry checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelsAt {
+    /// Step of the checkpoint.
+    pub step: i64,
+    /// Runs with a label there, per label.
+    pub counts: BTreeMap<String, usize>,
+    /// Runs whose label differs from their label at the cell's previous checkpoint.
+    pub changed: usize,
+}
+
+/// How the labels moved with training length (issue 14's pilot, issue 15's settling): per cell
+/// of runs that differ only in the seed, in cell order, the label counts at every step where
+/// one of its runs has a symmetry row, and how many runs changed label since the step before.
+pub fn labels_along_training(data: &Data) -> Vec<(Cell, Vec<LabelsAt>)> {
+    let mut cells: Vec<(Cell, BTreeMap<&str, BTreeMap<i64, &str>>)> = Vec::new();
+    for r in &data.symmetry.rows {
+        let cell = Cell::of(&r.id);
+        let i = match cells.iter().position(|(c, _)| c.same(&cell)) {
+            Some(i) => i,
+            None => {
+                cells.push((cell, BTreeMap::new()));
+                cells.len() - 1
+            }
+        };
+        cells[i].1.entry(r.id.run.as_str()).or_default().insert(r.step, r.solution.as_str());
+    }
+    cells.sort_by(|a, b| a.0.order(&b.0));
+    cells
+        .into_iter()
+        .map(|(cell, runs)| {
+            let steps: BTreeSet<i64> = runs.values().flat_map(|by_step| by_step.keys().copied()).collect();
+            let mut prev: Option<i64> = None;
+            let rows = steps
+                .into_iter()
+                .map(|step| {
+                    let mut counts = BTreeMap::new();
+                    let mut changed = 0;
+                    for by_step in runs.values() {
+                        let Some(label) = by_step.get(&step) else { continue };
+                        *counts.entry(label.to_string()).or_default() += 1;
+                        if prev.and_then(|p| by_step.get(&p)).is_some_and(|before| before != label) {
+                            changed += 1;
+                        }
+                    }
+                    prev = Some(step);
+                    LabelsAt { step, counts, changed }
+                })
+                .collect();
+            (cell, rows)
+        })
+        .collect()
+}
+
 /// The unsettled runs of an arm, grouped by reason: `label changed late: 2 (a: …; b: …)`.
 pub fn unsettled_text(arm: &Arm, max_named: usize) -> Option<String> {
     let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();

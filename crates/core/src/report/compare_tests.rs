@@ -369,6 +369,8 @@ fn page_prints_the_statistics_and_draws_the_figures() {
     assert!(html.contains("Settled: 13 of 15"));
     assert!(html.contains("α = 0.5, d_model 128 (pizza 2, unclear 1)"));
     assert!(html.contains("No LLC-along-training figure for α = 1, d_model 256"));
+    // The labels-along-training table's last row of arm A (counted by hand in the test below).
+    assert!(html.contains("<tr><td class=\"l\">α = 0.6, d_model 128</td><td>100</td><td>15</td><td>pizza 8, unclear 7</td><td>1</td></tr>"), "{html}");
 
     // The figures exist, are referenced, and are valid SVG and PNG.
     for stem in [
@@ -404,6 +406,32 @@ fn page_prints_the_statistics_and_draws_the_figures() {
     assert!(c.points.is_empty() && c.left_out.iter().all(|(_, why)| why == "no estimate at step 90"));
     // Seed 13's label is pizza at 90 and the last fifth before 90 (72–90) holds 80 and 90.
     assert!(at90.arms[0].runs.iter().find(|r| r.id.seed == 13).unwrap().settled());
+}
+
+/// Arm A by hand: every run is `non-circular` at step 0 and `unclear` at 50; at 80 and 90 seeds
+/// 0–6, 13 and 14 are Pizza, 7–12 unclear; at 100 seed 13 has turned `unclear`.
+#[test]
+fn labels_along_training_count_each_checkpoint_and_the_changes() {
+    let tmp = Tmp::new("compare-labels");
+    let dir = tmp.0.join("exp");
+    experiment(&dir);
+    let cells = compare::labels_along_training(&data(&dir));
+    let order: Vec<(f64, i64)> = cells.iter().map(|(c, _)| (c.alpha, c.d_model)).collect();
+    assert_eq!(order, [(0.0, 128), (0.5, 128), (0.6, 128), (1.0, 256)]);
+    let row = |l: &compare::LabelsAt| (l.step, l.counts.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(), l.changed);
+    let c = |pairs: &[(&str, usize)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>();
+    assert_eq!(
+        cells[2].1.iter().map(row).collect::<Vec<_>>(),
+        vec![
+            (0, c(&[("non-circular", 15)]), 0),
+            (50, c(&[("unclear", 15)]), 15),
+            (80, c(&[("pizza", 9), ("unclear", 6)]), 9),
+            (90, c(&[("pizza", 9), ("unclear", 6)]), 0),
+            (100, c(&[("pizza", 8), ("unclear", 7)]), 1),
+        ]
+    );
+    // Arm B's 26 runs: 12 Pizza, 12 Clock and 2 unclear from step 80 on, none changing after.
+    assert_eq!(row(&cells[3].1[4]), (100, c(&[("clock", 12), ("pizza", 12), ("unclear", 2)]), 0));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::compare::{self, Arm, Cell, Comparison, Comparisons, GroupResult, DETECTABLE, LATE_FRACTION};
+use super::compare::{self, Arm, Cell, Comparison, Comparisons, GroupResult, LabelsAt, DETECTABLE, LATE_FRACTION};
 use super::html::Item;
 use super::inputs::WHOLE_MODEL;
 use super::summary::{RunSummary, GROK_THRESHOLD};
@@ -542,4 +542,26 @@ pub fn comparison_tables(cmp: &Comparisons) -> Vec<Item> {
         },
     ];
     tables.into_iter().filter(|t| !matches!(t, Item::Table { rows, .. } if rows.is_empty())).collect()
+}
+
+/// The table of [`compare::labels_along_training`]: one row per cell and checkpoint (`None`
+/// without symmetry rows).
+pub fn labels_table(cells: &[(Cell, Vec<LabelsAt>)]) -> Option<Item> {
+    let all: Vec<Cell> = cells.iter().map(|(c, _)| *c).collect();
+    let rows: Vec<Vec<String>> = cells
+        .iter()
+        .flat_map(|(cell, at)| {
+            let name = cell.describe(&all);
+            at.iter().map(move |l| {
+                let counts: Vec<String> = l.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                vec![name.clone(), l.step.to_string(), l.counts.values().sum::<usize>().to_string(), counts.join(", "), l.changed.to_string()]
+            })
+        })
+        .collect();
+    (!rows.is_empty()).then(|| Item::Table {
+        caption: "How the labels moved with training length: per cell of runs that differ only in the seed, the labels (`solution` in `symmetry.parquet`) at each checkpoint with symmetry measures, and how many runs changed label since the cell's previous such checkpoint.".into(),
+        head: ["cell", "step", "runs", "labels", "changed since the previous checkpoint"].iter().map(|x| x.to_string()).collect(),
+        left: 1,
+        rows,
+    })
 }

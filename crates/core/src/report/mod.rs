@@ -427,7 +427,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     )?;
     let cmp = compare::comparisons(&data, opts.compare_at);
     info!(arms = cmp.arms.len(), "compared Pizza against the other runs at each fixed α");
-    let (first, parts, notes) = if cmp.arms.is_empty() {
+    let (mut first, parts, notes) = if cmp.arms.is_empty() {
         let why = match data.symmetry.missing(TableKind::Symmetry) {
             Some(m) => format!("No run is labelled: {m}."),
             None => findings::no_arm_text(&cmp),
@@ -439,6 +439,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         let (specs, notes) = figures::comparison(&cmp, &data);
         (first, vec![("comparison figures", Ok(specs))], notes)
     };
+    // Where some cell mixes labels, how they got there (the pilot of a same-α experiment).
+    if !cmp.arms.is_empty() || !cmp.small.is_empty() {
+        first.extend(findings::labels_table(&compare::labels_along_training(&data)));
+    }
     section(
         "compare",
         "Pizza against other solutions at a fixed α",
