@@ -413,6 +413,9 @@ pub struct Comparisons {
     pub unlabelled: Vec<String>,
     /// Every cell seen (arms or not), for [`Cell::describe`].
     pub cells: Vec<Cell>,
+    /// Every labelled run at its compared checkpoint, arms or not, in cell order: whether the
+    /// experiment's values there are settled ones.
+    pub labelled: Vec<ArmRun>,
 }
 
 /// Runs per label.
@@ -577,6 +580,7 @@ pub fn comparisons(data: &Data, at: CompareAt) -> Comparisons {
     }
     cells.sort_by(|a, b| a.0.order(&b.0));
     out.cells = cells.iter().map(|(c, _)| *c).collect();
+    out.labelled = cells.iter().flat_map(|(_, runs)| runs.iter().cloned()).collect();
 
     for (cell, runs) in cells {
         let labels: BTreeSet<&str> = runs.iter().map(|r| r.label.as_str()).collect();
@@ -675,10 +679,10 @@ pub fn labels_along_training(data: &Data) -> Vec<(Cell, Vec<LabelsAt>)> {
         .collect()
 }
 
-/// The unsettled runs of an arm, grouped by reason: `label changed late: 2 (a: …; b: …)`.
-pub fn unsettled_text(arm: &Arm, max_named: usize) -> Option<String> {
+/// The unsettled runs among `runs`, grouped by reason: `label changed late: 2 (a: …; b: …)`.
+pub fn unsettled_text<'a>(runs: impl IntoIterator<Item = &'a ArmRun>, max_named: usize) -> Option<String> {
     let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for r in &arm.runs {
+    for r in runs {
         if let Some(u) = &r.settling.unsettled {
             by.entry(u.name()).or_default().push(format!("{} ({})", r.id.run, u.detail()));
         }

@@ -367,6 +367,11 @@ fn page_prints_the_statistics_and_draws_the_figures() {
     // Exclusions, with their reasons and counts.
     assert!(html.contains("Left out as not settled: LLC still moving: 1 (a0.6_d128_s14 (+25.0 % since step 80)); label changed late: 1 (a0.6_d128_s13 (pizza at 80, pizza at 90, unclear at 100))."), "{html}");
     assert!(html.contains("Settled: 13 of 15"));
+    // The settling finding over all 47 labelled runs (every cell): A's two unsettled runs; the
+    // label is checked everywhere (steps 80, 90, 100), the LLC only on A's 13 runs with a healthy
+    // estimate at 80 and 100 and a label that held (not seed 3: flagged at 100; not seed 13).
+    let settling = "45 of 47 labelled runs pass the settling checks at their compared checkpoint: the same label at every symmetry checkpoint of the last 20 % of training (checked on 47 runs) and a whole-model LLC within 5 % of the healthy estimate nearest 80 % of training (checked on 13). Not settled: LLC still moving: 1 (a0.6_d128_s14 (+25.0 % since step 80)); label changed late: 1 (a0.6_d128_s13 (pizza at 80, pizza at 90, unclear at 100)); their values at the compared checkpoint are not settled ones. The LLC of 33 runs that pass could not be checked (no healthy whole-model estimate within a fifth of training of the 80 % point).";
+    assert!(html.contains(&html::esc(settling)), "{html}");
     assert!(html.contains("α = 0.5, d_model 128 (pizza 2, unclear 1)"));
     assert!(html.contains("No LLC-along-training figure for α = 1, d_model 256"));
     // The labels-along-training table's last row of arm A (counted by hand in the test below).

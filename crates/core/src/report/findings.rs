@@ -398,14 +398,44 @@ pub fn arm_finding(arm: &Arm, cells: &[Cell]) -> Finding {
 /// The comparison's findings: one per arm, or one line saying there is no arm (`no_labels`: why
 /// no run is labelled, when the symmetry table is missing).
 pub fn comparison_findings(cmp: &Comparisons, no_labels: Option<String>) -> Vec<Finding> {
-    if !cmp.arms.is_empty() {
-        return cmp.arms.iter().map(|a| arm_finding(a, &cmp.cells)).collect();
+    let mut out: Vec<Finding> = if !cmp.arms.is_empty() {
+        cmp.arms.iter().map(|a| arm_finding(a, &cmp.cells)).collect()
+    } else {
+        let title = "Pizza against other solutions at a fixed α".to_string();
+        match no_labels {
+            Some(why) => vec![Finding { title, text: format!("Not available: no run is labelled ({why}).") }],
+            None => vec![Finding { title, text: no_arm_text(cmp) }],
+        }
+    };
+    out.extend(settling_finding(cmp));
+    out
+}
+
+/// Whether the values at each run's compared checkpoint are settled ones, by the comparison's
+/// rule ([`compare::settling`]), over every labelled run: an experiment too short to settle
+/// says so on its first page (issue 14's "say plainly").
+pub fn settling_finding(cmp: &Comparisons) -> Option<Finding> {
+    let runs = &cmp.labelled;
+    if runs.is_empty() {
+        return None;
     }
-    let title = "Pizza against other solutions at a fixed α".to_string();
-    if let Some(why) = no_labels {
-        return vec![Finding { title, text: format!("Not available: no run is labelled ({why}).") }];
+    let settled = runs.iter().filter(|r| r.settled()).count();
+    let label_checked = runs.iter().filter(|r| r.settling.label_checkpoints >= 2).count();
+    let llc_checked = runs.iter().filter(|r| r.settling.llc_change.is_some()).count();
+    let mut text = format!(
+        "{settled} of {} labelled runs pass the settling checks at their compared checkpoint: the same label at every symmetry checkpoint of the last {} % of training (checked on {label_checked} runs) and a whole-model LLC within {} % of the healthy estimate nearest 80 % of training (checked on {llc_checked}).",
+        runs.len(),
+        (100.0 * LATE_FRACTION).round(),
+        (100.0 * compare::LLC_SETTLED).round()
+    );
+    if let Some(u) = compare::unsettled_text(runs, 8) {
+        text.push_str(&format!(" Not settled: {u}; their values at the compared checkpoint are not settled ones."));
     }
-    vec![Finding { title, text: no_arm_text(cmp) }]
+    let unchecked = runs.len() - runs.iter().filter(|r| r.settling.llc_change.is_some() || !r.settled()).count();
+    if unchecked > 0 {
+        text.push_str(&format!(" The LLC of {unchecked} runs that pass could not be checked (no healthy whole-model estimate within a fifth of training of the 80 % point)."));
+    }
+    Some(Finding { title: "Settling at the compared checkpoint".into(), text })
 }
 
 /// Why there is no arm, in one line.
@@ -454,7 +484,7 @@ pub fn comparison_notes(cmp: &Comparisons) -> Vec<String> {
             arm.runs.len(),
             (100.0 * LATE_FRACTION).round()
         );
-        if let Some(u) = compare::unsettled_text(arm, 8) {
+        if let Some(u) = compare::unsettled_text(&arm.runs, 8) {
             n.push_str(&format!(" Left out as not settled: {u}."));
         }
         notes.push(n);
