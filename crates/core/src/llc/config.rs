@@ -88,6 +88,11 @@ pub struct SgldConfig {
     /// checkpoint is estimated then anyway).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trajectory: Vec<String>,
+    /// Checkpoints every run is also estimated at for the first group of `restrict` only: a
+    /// whole-model check between the `steps` (e.g. the settling check at 80 % of training)
+    /// without the cost of every group there. Ignored without `steps`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_group_steps: Vec<CheckpointStep>,
 }
 
 impl Default for SgldConfig {
@@ -118,6 +123,7 @@ impl Default for SgldConfig {
             restrict: restrict::default_groups(),
             steps: None,
             trajectory: Vec::new(),
+            first_group_steps: Vec::new(),
         }
     }
 }
@@ -208,6 +214,12 @@ impl SgldConfig {
                 return Err(format!("llc.steps lists `{s}` twice"));
             }
         }
+        if let Some((_, s)) = self.first_group_steps.iter().enumerate().find(|(i, s)| self.first_group_steps[..*i].contains(s)) {
+            return Err(format!("llc.first_group_steps lists `{s}` twice"));
+        }
+        if let Some(s) = self.first_group_steps.iter().find(|s| self.steps.as_ref().is_some_and(|all| all.contains(s))) {
+            return Err(format!("llc.first_group_steps lists `{s}`, which llc.steps already estimates for every group"));
+        }
         if let Some(g) = self.trajectory.iter().find(|g| g.trim().is_empty()) {
             return Err(format!("llc.trajectory: `{g}` is not a run id or glob"));
         }
@@ -217,10 +229,10 @@ impl SgldConfig {
     /// Checks `steps` against the run's checkpoint schedule (sorted steps, e.g.
     /// `train.checkpoints.steps(train.steps)`).
     pub fn validate_steps(&self, schedule: &[u64]) -> Result<(), LlcError> {
-        match &self.steps {
-            Some(steps) => super::stage::check_steps(steps, schedule).map_err(LlcError::InvalidConfig),
-            None => Ok(()),
+        if let Some(steps) = &self.steps {
+            super::stage::check_steps("llc.steps", steps, schedule).map_err(LlcError::InvalidConfig)?;
         }
+        super::stage::check_steps("llc.first_group_steps", &self.first_group_steps, schedule).map_err(LlcError::InvalidConfig)
     }
 
     /// Checks that every glob of `trajectory` matches one of the experiment's run ids (a glob
@@ -236,7 +248,7 @@ impl SgldConfig {
     }
 
     /// The settings that determine an estimate's numbers: `threads` zeroed (it changes no
-    /// number) and `restrict`, `steps`, `trajectory` at their defaults (they choose what is
+    /// number) and `restrict`, `steps`, `trajectory`, `first_group_steps` at their defaults (they choose what is
     /// estimated, not how). What the tables' `settings_hash` hashes.
     pub fn sampling(&self) -> SgldConfig {
         SgldConfig {
@@ -244,6 +256,7 @@ impl SgldConfig {
             restrict: restrict::default_groups(),
             steps: None,
             trajectory: Vec::new(),
+            first_group_steps: Vec::new(),
             ..self.clone()
         }
     }

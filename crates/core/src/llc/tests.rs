@@ -820,12 +820,13 @@ fn presets_partition_the_transformers_tensors_and_are_documented() {
 #[test]
 fn restrict_steps_and_trajectory_load_from_yaml_and_mistakes_are_named() {
     let load = |llc: &str| crate::config::load_str(&format!("train: {{steps: 10000}}\ngrid: {{train.seed: [0, 1]}}\nllc: {llc}\n"), &[]);
-    let cfg = load(r#"{restrict: [all, embed, [blocks.0.attn.W_Q, "blocks.0.mlp.*"], "blocks.*.attn.W_?"], steps: [0, 8000, last], trajectory: ["*0"]}"#).unwrap();
+    let cfg = load(r#"{restrict: [all, embed, [blocks.0.attn.W_Q, "blocks.0.mlp.*"], "blocks.*.attn.W_?"], steps: [0, 8000, last], trajectory: ["*0"], first_group_steps: [7000]}"#).unwrap();
     let names: Vec<String> = cfg.llc.restrict.iter().map(|g| g.name()).collect();
     assert_eq!(names, ["all", "embed", "blocks.0.attn.W_Q+blocks.0.mlp.*", "blocks.*.attn.W_?"]);
     use super::stage::CheckpointStep::{At, Last};
     assert_eq!(cfg.llc.steps, Some(vec![At(0), At(8000), Last]));
     assert_eq!(cfg.llc.trajectory, ["*0"]);
+    assert_eq!(cfg.llc.first_group_steps, [At(7000)]);
     // Round trip through the resolved YAML (what config.resolved.yaml and the metadata hold).
     assert_eq!(crate::config::load_str(&cfg.to_yaml().unwrap(), &[]).unwrap().llc, cfg.llc);
     // One group alone, e.g. from `--set llc.restrict=attn`.
@@ -833,7 +834,8 @@ fn restrict_steps_and_trajectory_load_from_yaml_and_mistakes_are_named() {
     assert_eq!(one.llc.restrict, [super::restrict::Restriction::parse("attn").unwrap()]);
     // The defaults serialize as before these keys existed: today's settings hash is unchanged.
     let json = serde_json::to_string(&SgldConfig::default()).unwrap();
-    assert!(!json.contains("\"restrict\"") && !json.contains("\"steps\"") && !json.contains("\"trajectory\""), "{json}");
+    assert!(!json.contains("\"restrict\"") && !json.contains("\"steps\"") && !json.contains("\"trajectory\"") && !json.contains("first_group"), "{json}");
+    assert_eq!(SgldConfig { first_group_steps: vec![At(7000)], ..SgldConfig::default() }.sampling(), SgldConfig::default());
     assert_eq!(SgldConfig { restrict: cfg.llc.restrict.clone(), ..SgldConfig::default() }.sampling(), SgldConfig::default());
     for (llc, wanted) in [
         ("{restrict: [atn]}", ["llc.restrict[0]: unknown preset `atn`", "presets: all, embed"]),
@@ -847,6 +849,9 @@ fn restrict_steps_and_trajectory_load_from_yaml_and_mistakes_are_named() {
         ("{steps: []}", ["llc.steps", "empty list"]),
         ("{steps: [0, last, 0]}", ["llc.steps", "`0` twice"]),
         ("{trajectory: [\"*_sed0\"], steps: [0]}", ["llc.trajectory", "`*_sed0` matches none of the runs (seed0, seed1)"]),
+        ("{steps: [0, last], first_group_steps: [8001]}", ["llc.first_group_steps: step 8001 is not a checkpoint", ""]),
+        ("{steps: [0, last], first_group_steps: [8000, 8000]}", ["llc.first_group_steps", "`8000` twice"]),
+        ("{steps: [0, 8000], first_group_steps: [8000]}", ["llc.first_group_steps lists `8000`", "already estimates"]),
     ] {
         let msg = format!("{:#}", load(llc).unwrap_err());
         for w in wanted {

@@ -5,7 +5,7 @@ The `llc estimate` and `llc calibrate` stages: transformer checkpoints in, table
 - `settings`: where each checkpoint's [`SgldConfig`] comes from ([`SettingsSource`]), and its
   resume hash ([`settings_hash`]).
 - `select`: which checkpoints of the inputs are estimated, for which groups ([`Selection`],
-  [`Job`]; `llc.steps`, `llc.trajectory` and the `--every`/`--steps` flags).
+  [`Job`]; `llc.steps`, `llc.first_group_steps`, `llc.trajectory` and the `--every`/`--steps` flags).
 - `estimate`: the estimate stage with its resume ([`estimate_stage`], [`run_estimate`]).
 - `reference`: `llc reference`, each checkpoint's estimate against long chains
   ([`reference_stage`], [`reference_settings`], [`agrees`]).
@@ -21,13 +21,13 @@ varies `llc.*` keys, each checkpoint takes the settings of the grid run with its
 
 **What is estimated.** One estimate per checkpoint and group of `llc.restrict`
 ([`crate::llc::restrict`]); which checkpoints, and which of them get only the first group, is
-[`Selection::plan`]'s (the file's `llc.steps` and `llc.trajectory`, or the `--every`/`--steps`
+[`Selection::plan`]'s (the file's `llc.steps`, `llc.first_group_steps` and `llc.trajectory`, or the `--every`/`--steps`
 flags). Each row carries its group in the `restriction` column.
 
 **Resume.** After each estimate the rows so far are rewritten (atomically) to
 `<stem>.partial.parquet` and `<stem>_trace.partial.parquet` beside the output. A rerun reuses a
 partial row when its checkpoint path, `restriction`, `settings_hash` (the sampling settings:
-threads, `restrict`, `steps` and `trajectory` excluded) and `checkpoint_hash` (the file's bytes)
+threads, `restrict`, `steps`, `first_group_steps` and `trajectory` excluded) and `checkpoint_hash` (the file's bytes)
 all match, so an interrupted stage redoes only unfinished estimates; the final tables are written only at the end (trace first, then the summary that
 `make` waits for) and the partial files are removed. Because every estimate is a deterministic
 function of its checkpoint and settings, the final bytes equal those of an uninterrupted run.

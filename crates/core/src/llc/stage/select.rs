@@ -79,7 +79,7 @@ impl<'de> Deserialize<'de> for CheckpointStep {
 /// Checks `llc.steps` against the run's checkpoint schedule (`schedule`, sorted, from
 /// `train.checkpoints.steps(train.steps)`): every step a checkpoint of the schedule or `last`.
 /// The error names the step and the scheduled steps nearest to it.
-pub fn check_steps(steps: &[CheckpointStep], schedule: &[u64]) -> Result<(), String> {
+pub fn check_steps(key: &str, steps: &[CheckpointStep], schedule: &[u64]) -> Result<(), String> {
     for s in steps {
         let CheckpointStep::At(step) = *s else { continue };
         if schedule.binary_search(&step).is_ok() {
@@ -88,7 +88,7 @@ pub fn check_steps(steps: &[CheckpointStep], schedule: &[u64]) -> Result<(), Str
         let above = schedule.partition_point(|&x| x < step);
         let near: Vec<String> = schedule[above.saturating_sub(2)..(above + 2).min(schedule.len())].iter().map(u64::to_string).collect();
         return Err(format!(
-            "llc.steps: step {step} is not a checkpoint of the schedule (train.checkpoints with train.steps = {}); the nearest scheduled steps are {}",
+            "{key}: step {step} is not a checkpoint of the schedule (train.checkpoints with train.steps = {}); the nearest scheduled steps are {}",
             schedule.last().copied().unwrap_or(0),
             near.join(", ")
         ));
@@ -180,23 +180,27 @@ impl Selection {
                 jobs.extend(found.iter().map(|(_, p)| all(p)));
                 continue;
             };
-            let mut chosen = Vec::with_capacity(steps.len());
-            for &w in steps {
-                let step = resolve(w, &found).with_context(|| {
-                    format!(
-                        "{}: llc.steps lists step {w}, but the run has no checkpoint there (its last is step {}): is its training finished, with this schedule?",
-                        input.display(),
-                        found[last].0
-                    )
-                })?;
-                chosen.push(step);
-            }
+            let resolved = |key: &str, list: &[CheckpointStep]| -> Result<Vec<u64>> {
+                list.iter()
+                    .map(|&w| {
+                        resolve(w, &found).with_context(|| {
+                            format!(
+                                "{}: {key} lists step {w}, but the run has no checkpoint there (its last is step {}): is its training finished, with this schedule?",
+                                input.display(),
+                                found[last].0
+                            )
+                        })
+                    })
+                    .collect()
+            };
+            let chosen = resolved("llc.steps", steps)?;
+            let first_group = resolved("llc.first_group_steps", &s.first_group_steps)?;
             let run = first.run_label();
             let trajectory = s.trajectory.iter().any(|g| glob_match(g, &run));
             for (step, path) in &found {
                 if chosen.contains(step) {
                     jobs.push(all(path));
-                } else if trajectory {
+                } else if trajectory || first_group.contains(step) {
                     jobs.push(Job { path: path.clone(), groups: groups[..1].to_vec() });
                 }
             }

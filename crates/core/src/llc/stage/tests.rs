@@ -553,6 +553,13 @@ fn estimates_are_selected_by_the_flags_or_by_llc_steps_and_trajectory() {
     let traj = SgldConfig { trajectory: vec!["alpha?".into()], ..file.clone() };
     let want_traj: Vec<(u64, String)> = both(0).into_iter().chain([(10, "all".into()), (20, "all".into())]).chain(both(30)).collect();
     assert_eq!(steps_and_groups(&at(&traj, &Selection::default()).unwrap()), want_traj);
+    // llc.first_group_steps: every run also at those checkpoints, for the first group only.
+    let check = SgldConfig { first_group_steps: vec![CheckpointStep::At(20)], ..file.clone() };
+    let want_check: Vec<(u64, String)> = both(0).into_iter().chain([(20, "all".into())]).chain(both(30)).collect();
+    assert_eq!(steps_and_groups(&at(&check, &Selection::default()).unwrap()), want_check);
+    let absent = SgldConfig { first_group_steps: vec![CheckpointStep::At(25)], ..file.clone() };
+    let msg = format!("{:#}", at(&absent, &Selection::default()).unwrap_err());
+    assert!(msg.contains("llc.first_group_steps lists step 25"), "{msg}");
     // A flag replaces the file's selection (every group at what the flag selects).
     let flagged = steps_and_groups(&at(&traj, &every).unwrap());
     assert_eq!(flagged, want);
