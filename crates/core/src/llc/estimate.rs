@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::diagnostics::{ess_bulk, mean, rhat, sample_variance, spiking_chains, still_rising, Spikes, MALA_MIN, R_HAT_MAX};
 use super::config::{Rung, Schedule};
 use super::{LlcError, LossAtWstar, RecommendCriteria, SgldConfig};
-use crate::sampler::{run_chains, ChainPlan, ChainTrace, Minibatches, RmsProp, SgldTarget};
+use crate::sampler::{advance_chains, run_chains_kept, Chain, ChainPlan, ChainTrace, Minibatches, RmsProp, SgldTarget};
 
 /// Health flags of one chain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,47 +299,75 @@ where
     T: SgldTarget,
     F: Fn(usize) -> anyhow::Result<T> + Sync,
 {
-    config.validate()?;
-    let first = factory(0).map_err(LlcError::Target)?;
-    let n = first.n_train();
-    let batch_size = config.resolved_batch_size(n)?;
-    let nbeta = config.nbeta.resolve(n, batch_size)?;
-    let schedule = config.schedule(nbeta, rung);
-    let n_params: usize = first.params().iter().map(|v| v.elem_count()).sum();
-    let loss_at_wstar = loss_at_wstar(&first, config, batch_size)?;
-    if !loss_at_wstar.is_finite() {
-        return Err(LlcError::InvalidConfig(format!(
-            "L(w*) is not finite: {loss_at_wstar}"
-        )));
+    Ok(Sampled::at(&factory, config, rung)?.estimate)
+}
+
+/// One rung's estimate with its chains kept, so that a rung with more draws at the same step can
+/// continue them instead of starting over ([`Sampled::lengthen`]).
+pub(super) struct Sampled<T> {
+    pub(super) estimate: LlcEstimate,
+    plan: ChainPlan,
+    chains: Vec<Chain<T>>,
+}
+
+impl<T: SgldTarget> Sampled<T> {
+    /// Samples from `w*` at `rung`.
+    pub(super) fn at<F>(factory: &F, config: &SgldConfig, rung: Rung) -> Result<Sampled<T>, LlcError>
+    where
+        F: Fn(usize) -> anyhow::Result<T> + Sync,
+    {
+        config.validate()?;
+        let first = factory(0).map_err(LlcError::Target)?;
+        let n = first.n_train();
+        let batch_size = config.resolved_batch_size(n)?;
+        let nbeta = config.nbeta.resolve(n, batch_size)?;
+        let schedule = config.schedule(nbeta, rung);
+        let n_params: usize = first.params().iter().map(|v| v.elem_count()).sum();
+        let loss_at_wstar = loss_at_wstar(&first, config, batch_size)?;
+        if !loss_at_wstar.is_finite() {
+            return Err(LlcError::InvalidConfig(format!(
+                "L(w*) is not finite: {loss_at_wstar}"
+            )));
+        }
+        let divergence_loss = loss_at_wstar
+            + config.divergence_factor * (loss_at_wstar.abs() + n_params as f64 / (2.0 * nbeta));
+        let plan = ChainPlan {
+            epsilon: schedule.epsilon,
+            gamma: config.gamma,
+            nbeta,
+            batch_size,
+            burn_in: schedule.burn_in,
+            draws: schedule.draws,
+            steps_between_draws: schedule.steps_between_draws,
+            mala_every: config.mala_every,
+            divergence_loss,
+            seed: config.seed,
+            rmsprop: config.rmsprop.then_some(RmsProp {
+                alpha: config.rmsprop_alpha,
+                eps: config.rmsprop_eps,
+            }),
+        };
+        let chains = run_chains_kept(factory, &plan, config.chains, config.threads, Some(first))?;
+        let traces = chains.iter().map(|c| c.trace().clone()).collect();
+        let estimate = summarize(config.clone(), schedule, &plan, n, n_params, loss_at_wstar, traces);
+        Ok(Sampled { estimate, plan, chains })
     }
-    let divergence_loss = loss_at_wstar
-        + config.divergence_factor * (loss_at_wstar.abs() + n_params as f64 / (2.0 * nbeta));
-    let plan = ChainPlan {
-        epsilon: schedule.epsilon,
-        gamma: config.gamma,
-        nbeta,
-        batch_size,
-        burn_in: schedule.burn_in,
-        draws: schedule.draws,
-        steps_between_draws: schedule.steps_between_draws,
-        mala_every: config.mala_every,
-        divergence_loss,
-        seed: config.seed,
-        rmsprop: config.rmsprop.then_some(RmsProp {
-            alpha: config.rmsprop_alpha,
-            eps: config.rmsprop_eps,
-        }),
-    };
-    let traces = run_chains(&factory, &plan, config.chains, config.threads, Some(first))?;
-    Ok(summarize(
-        config.clone(),
-        schedule,
-        &plan,
-        n,
-        n_params,
-        loss_at_wstar,
-        traces,
-    ))
+
+    /// The estimate at `rung`, which must differ from this one's by more draws alone (the ladder's
+    /// R-hat retry): the chains go on from where they stopped, which gives what [`Sampled::at`]
+    /// would at `rung` (the noise and minibatch streams do not depend on the chains' length;
+    /// tested) at the cost of the new draws only.
+    pub(super) fn lengthen(self, config: &SgldConfig, rung: Rung) -> Result<Sampled<T>, LlcError> {
+        let Sampled { estimate, plan, chains } = self;
+        let schedule = config.schedule(estimate.nbeta, rung);
+        let Schedule { epsilon, burn_in, steps_between_draws, draws } = schedule;
+        let plan = ChainPlan { epsilon, burn_in, steps_between_draws, draws, ..plan };
+        let chains = advance_chains(chains, &plan, config.threads)?;
+        let traces = chains.iter().map(|c| c.trace().clone()).collect();
+        let LlcEstimate { n_train, n_params, loss_at_wstar, .. } = estimate;
+        let estimate = summarize(config.clone(), schedule, &plan, n_train, n_params, loss_at_wstar, traces);
+        Ok(Sampled { estimate, plan, chains })
+    }
 }
 
 /// `L(w*)` per `config.loss_at_wstar`.

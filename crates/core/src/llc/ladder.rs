@@ -12,7 +12,9 @@ asks for ([`Retry::for_flags`], reading the flags [`LlcEstimate`] carries, whose
   ([`super::SgldConfig::schedule`]).
 - R-hat alone: the chains are too short to agree (ESS ~ 10 at the memorisation peak). The next
   rung runs at the same ε with twice the draws (burn-in kept: two relaxation times were enough
-  wherever it was measured, so the chains are twice as long after burn-in).
+  wherever it was measured, so the chains are twice as long after burn-in). It continues the
+  rejected rung's chains rather than starting over: the same numbers as a fresh rung (the noise
+  and minibatch streams do not depend on a chain's length; tested), for the new draws' cost.
 - Any other flag (negative, still rising) is not the step's fault: no retry.
 
 Every rung uses the same seeds, so the ladder is as deterministic as one estimate. The result is
@@ -23,7 +25,7 @@ the last rung's estimate, flagged if that rung is, with the rejected rungs liste
 use serde::{Deserialize, Serialize};
 
 use super::config::Rung;
-use super::estimate::estimate_at;
+use super::estimate::Sampled;
 use super::{EstimateFlags, LlcError, LlcEstimate, SgldConfig};
 use crate::sampler::SgldTarget;
 
@@ -89,8 +91,9 @@ where
 {
     let mut rung = Rung::default();
     let mut rejected = Vec::new();
+    let mut sampled = Sampled::at(&factory, config, rung)?;
     loop {
-        let mut est = estimate_at(&factory, config, rung)?;
+        let est = &sampled.estimate;
         match Retry::for_flags(&est.flags) {
             Some(retry) if rejected.len() < config.halvings as usize => {
                 let r = RejectedRung {
@@ -101,12 +104,19 @@ where
                 };
                 tracing::info!("rejected rung {}: {r} ({})", rejected.len() + 1, est.flag_text());
                 rejected.push(r);
-                match retry {
-                    Retry::HalveStep => rung.halved += 1,
-                    Retry::DoubleDraws => rung.lengthened += 1,
-                }
+                sampled = match retry {
+                    Retry::HalveStep => {
+                        rung.halved += 1;
+                        Sampled::at(&factory, config, rung)?
+                    }
+                    Retry::DoubleDraws => {
+                        rung.lengthened += 1;
+                        sampled.lengthen(config, rung)?
+                    }
+                };
             }
             _ => {
+                let mut est = sampled.estimate;
                 est.rejected = rejected;
                 return Ok(est);
             }

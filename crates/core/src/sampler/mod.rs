@@ -3,7 +3,8 @@ SGLD sampling localised at a point `w*`, independent of the model being sampled.
 
 This module is responsible for *moving the parameters*: the SGLD update rule ([`Sgld`], a
 `candle_nn::Optimizer`), the minibatch schedule ([`Minibatches`]), running one chain and recording
-its per-draw losses ([`run_chain`]), and running several chains on threads ([`run_chains`]). It
+its per-draw losses ([`run_chain`]), and running several chains on threads ([`run_chains`]; kept
+and continued under a longer plan by [`run_chains_kept`] and [`advance_chains`]). It
 knows nothing about learning coefficients: turning traces into an LLC estimate, diagnostics and
 flags is the job of [`crate::llc`].
 
@@ -23,7 +24,7 @@ mod sgld;
 mod tests;
 
 pub use batches::Minibatches;
-pub use chain::{run_chain, run_chains, ChainPlan, ChainTrace, Divergence};
+pub use chain::{advance_chains, run_chain, run_chains, run_chains_kept, Chain, ChainPlan, ChainTrace, Divergence};
 pub use sgld::{mala_log_acceptance, MalaOutcome, RmsProp, Sgld, SgldParams};
 
 /// A model plus training data that SGLD can sample: the parameters, and the mean loss over any

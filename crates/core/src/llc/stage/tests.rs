@@ -160,6 +160,28 @@ fn transformer_chains_do_not_depend_on_thread_count() {
     assert_eq!(one.trace_rows().count(), 3 * 12);
 }
 
+/// The ladder's R-hat retry continues the rejected rung's chains: on the transformer (fast
+/// path, MALA checks, three chains on two threads) the continued rung is the fresh rung with twice
+/// the draws, bit for bit, twice over, and only more draws may differ.
+#[test]
+fn a_lengthened_rung_continues_its_chains_to_a_fresh_rungs_numbers() {
+    use crate::llc::config::Rung;
+    use crate::llc::estimate::Sampled;
+    let (cfg, params, rows, _, _) = golden("1.0");
+    let settings = SgldConfig { chains: 3, ..tiny_settings() };
+    let factory = |_| TransformerTarget::new(&params, &cfg, rows.clone());
+    let rung = |lengthened| Rung { halved: 0, lengthened };
+    let fresh = |lengthened| Sampled::at(&factory, &settings, rung(lengthened)).unwrap().estimate;
+    let continued = Sampled::at(&factory, &settings, rung(0)).unwrap().lengthen(&settings, rung(1)).unwrap();
+    assert_eq!(continued.estimate, fresh(1));
+    assert_eq!(continued.estimate.schedule.draws, 24);
+    assert_eq!(continued.lengthen(&settings, rung(2)).unwrap().estimate, fresh(2));
+    // A halved step is a different chain: refused, not continued.
+    let halved = Rung { halved: 1, lengthened: 1 };
+    let err = Sampled::at(&factory, &settings, rung(0)).unwrap().lengthen(&settings, halved).err().expect("refused").to_string();
+    assert!(err.contains("cannot be continued"), "{err}");
+}
+
 /// On a released p = 59 checkpoint over all 3,481 pairs (14 chunks of the fast path) and over a
 /// 512-row minibatch, the fast target's loss and gradients equal candle's autograd (in float64:
 /// at this trained model float32 autograd's own `b_in` gradient is 2.5e-3 off): the MALA check
