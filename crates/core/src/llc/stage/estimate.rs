@@ -62,7 +62,7 @@ pub struct EstimateOutcome {
     pub done: Vec<CheckpointLlc>,
     /// Estimates computed in this call.
     pub computed: usize,
-    /// Estimates reused from the partial files of an earlier call.
+    /// Estimates reused from an earlier call (its output or its partial files).
     pub reused: usize,
     /// Whether every estimate is done and the final tables were written.
     pub complete: bool,
@@ -71,15 +71,14 @@ pub struct EstimateOutcome {
 }
 
 /// Estimates the LLC of every job's checkpoint for each of its groups (in order) into `out` and
-/// its trace table, resuming from the partial files of an interrupted earlier call (see the
-/// module docs).
+/// its trace table, reusing what an earlier call finished (see the module docs).
 pub fn estimate_stage(jobs: &[Job], out: &Path, settings: &SettingsSource, opts: &EstimateOptions) -> Result<EstimateOutcome> {
     interrupt::stop_at_safe_points();
     let files = EstimatePaths::new(out);
     if let Some(dir) = out.parent().filter(|d| d.is_dir()) {
         fsio::remove_stale_temps(dir)?;
     }
-    let mut earlier = load_partial(&files);
+    let mut earlier = load_earlier(&files);
     let total: usize = jobs.iter().map(|j| j.groups.len()).sum();
     let inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
     let bar = crate::cli::progress_bar(total as u64, "llc [{elapsed_precise}] {bar:40} {pos}/{len} estimates (eta {eta}) {msg}", opts.progress);
@@ -108,7 +107,7 @@ pub fn estimate_stage(jobs: &[Job], out: &Path, settings: &SettingsSource, opts:
             }
             let partial_key = (key.checkpoint.clone(), group.name(), s_hash.clone(), c_hash.clone());
             if let Some(prev) = earlier.remove(&partial_key) {
-                tracing::debug!(checkpoint = %path.display(), restriction = %group, "reusing the estimate of an earlier, interrupted call");
+                tracing::debug!(checkpoint = %path.display(), restriction = %group, "reusing the estimate of an earlier call");
                 done.push(prev);
                 reused += 1;
                 bar.inc(1);
@@ -212,24 +211,35 @@ pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &
 /// (checkpoint, restriction, settings hash, checkpoint hash).
 type PartialKey = (String, String, String, String);
 
-/// The finished estimates of an earlier, interrupted call, by (checkpoint, restriction, settings
-/// hash, checkpoint hash). Unreadable partial files are ignored (and later overwritten).
-fn load_partial(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
-    if !files.partial_summary.exists() {
+/// Finished estimates a rerun can reuse: the rows of the last complete call (the output and its
+/// trace, e.g. before a group was added to `llc.restrict` or a step to `llc.steps`) and those of an
+/// interrupted one (the partial files, which win where both hold a row). A row is reused only
+/// when its checkpoint, group, settings hash and checkpoint hash all match, so reuse changes no
+/// byte of the result.
+fn load_earlier(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
+    let mut out = load_rows(&files.summary, &files.trace, "a finished run");
+    out.extend(load_rows(&files.partial_summary, &files.partial_trace, "an interrupted run"));
+    out
+}
+
+/// The estimates of one summary table and its trace table (none when the summary is absent or
+/// unreadable, e.g. written by an older version: then everything is recomputed).
+fn load_rows(summary: &Path, trace: &Path, what: &str) -> BTreeMap<PartialKey, CheckpointLlc> {
+    if !summary.exists() {
         return BTreeMap::new();
     }
     let read = || -> Result<BTreeMap<PartialKey, CheckpointLlc>> {
-        let rows = tables::llc::read_summary(&files.partial_summary)?;
+        let rows = tables::llc::read_summary(summary)?;
         let mut traces: BTreeMap<(String, String), Vec<TraceRow>> = BTreeMap::new();
-        if files.partial_trace.exists() {
-            for (key, row) in tables::llc::read_trace(&files.partial_trace)? {
+        if trace.exists() {
+            for (key, row) in tables::llc::read_trace(trace)? {
                 traces.entry((key.checkpoint, key.restriction)).or_default().push(row);
             }
         }
         let mut out = BTreeMap::new();
         for r in rows {
-            // The trace partial is written before the summary partial, so every summary row has
-            // its trace there (possibly empty, when every chain diverged at once).
+            // The trace table is written before the summary, so every summary row has its trace
+            // there (possibly empty, when every chain diverged at once).
             let trace = traces.remove(&(r.key.checkpoint.clone(), r.restriction.clone())).unwrap_or_default();
             out.insert((r.key.checkpoint.clone(), r.restriction.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
         }
@@ -237,11 +247,11 @@ fn load_partial(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
     };
     match read() {
         Ok(m) => {
-            tracing::info!("found {} finished estimate(s) of an interrupted run in {}", m.len(), files.partial_summary.display());
+            tracing::info!("found {} estimate(s) of {what} in {}", m.len(), summary.display());
             m
         }
         Err(e) => {
-            tracing::warn!("ignoring unreadable partial results: {e:#}");
+            tracing::warn!("ignoring unreadable earlier results in {}: {e:#}", summary.display());
             BTreeMap::new()
         }
     }

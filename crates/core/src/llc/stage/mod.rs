@@ -26,7 +26,8 @@ flags). Each row carries its group in the `restriction` column.
 
 **Resume.** After each estimate the rows so far are rewritten (atomically) to
 `<stem>.partial.parquet` and `<stem>_trace.partial.parquet` beside the output. A rerun reuses a
-partial row when its checkpoint path, `restriction`, `settings_hash` (the sampling settings:
+row of those partial files, or of the output itself (a finished call's: adding a group to
+`llc.restrict` or a step to `llc.steps` estimates only what is new), when its checkpoint path, `restriction`, `settings_hash` (the sampling settings:
 threads, `restrict`, `steps`, `first_group_steps` and `trajectory` excluded) and `checkpoint_hash` (the file's bytes)
 all match, so an interrupted stage redoes only unfinished estimates; the final tables are written only at the end (trace first, then the summary that
 `make` waits for) and the partial files are removed. Because every estimate is a deterministic

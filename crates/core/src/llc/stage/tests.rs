@@ -624,7 +624,7 @@ fn restricted_estimates_are_rows_keyed_by_checkpoint_and_group() {
     let run = tiny_run(&dir, 1.0);
     let groups = vec![Restriction::all(), Restriction::parse("embed").unwrap(), Restriction::tensors(["blocks.0.mlp.W_in", "unembed.*"]).unwrap()];
     let s = SgldConfig { restrict: groups, steps: Some(vec![CheckpointStep::At(0), CheckpointStep::Last]), ..tiny_settings() };
-    let settings = SettingsSource::Fixed(s);
+    let settings = SettingsSource::Fixed(s.clone());
     let planned = jobs(std::slice::from_ref(&run), &settings);
     let whole = dir.join("whole/llc.parquet");
     let outcome = estimate_stage(&planned, &whole, &settings, &quiet()).unwrap();
@@ -658,6 +658,17 @@ fn restricted_estimates_are_rows_keyed_by_checkpoint_and_group() {
     assert_eq!((second.reused, second.computed), (2, 4));
     assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&part).unwrap(), "summary bytes differ");
     assert_eq!(std::fs::read(EstimatePaths::new(&whole).trace).unwrap(), std::fs::read(EstimatePaths::new(&part).trace).unwrap(), "trace bytes differ");
+
+    // Finished with the whole model alone, then groups added to `llc.restrict`: the rerun reuses
+    // the finished rows and estimates only the new groups, ending with the same bytes.
+    let grown = dir.join("grown/llc.parquet");
+    let only_all = SettingsSource::Fixed(SgldConfig { restrict: vec![Restriction::all()], ..s });
+    let before = estimate_stage(&jobs(std::slice::from_ref(&run), &only_all), &grown, &only_all, &quiet()).unwrap();
+    assert!(before.complete && before.computed == 2);
+    let after = estimate_stage(&planned, &grown, &settings, &quiet()).unwrap();
+    assert_eq!((after.reused, after.computed), (2, 4));
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&grown).unwrap(), "summary bytes differ");
+    assert_eq!(std::fs::read(EstimatePaths::new(&whole).trace).unwrap(), std::fs::read(EstimatePaths::new(&grown).trace).unwrap(), "trace bytes differ");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
