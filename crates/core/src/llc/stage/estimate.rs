@@ -217,8 +217,8 @@ type PartialKey = (String, String, String, String);
 /// when its checkpoint, group, settings hash and checkpoint hash all match, so reuse changes no
 /// byte of the result.
 fn load_earlier(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
-    let mut out = load_rows(&files.summary, &files.trace, "a finished run");
-    out.extend(load_rows(&files.partial_summary, &files.partial_trace, "an interrupted run"));
+    let mut out = load_rows(&files.summary, &files.trace, "estimate(s) of an earlier, complete run");
+    out.extend(load_rows(&files.partial_summary, &files.partial_trace, "finished estimate(s) of an interrupted run"));
     out
 }
 
@@ -247,7 +247,7 @@ fn load_rows(summary: &Path, trace: &Path, what: &str) -> BTreeMap<PartialKey, C
     };
     match read() {
         Ok(m) => {
-            tracing::info!("found {} estimate(s) of {what} in {}", m.len(), summary.display());
+            tracing::info!("found {} {what} in {}", m.len(), summary.display());
             m
         }
         Err(e) => {
