@@ -40,10 +40,14 @@ pub struct SgldConfig {
     pub burn_in: StepCount,
     /// SGLD steps per draw (thinning), a number or `{relaxations: x}`; at least 1 step.
     pub steps_between_draws: StepCount,
-    /// Retries of the step ladder of `llc estimate` ([`super::ladder`]): an estimate flagged for
-    /// its step (MALA, spikes, divergence) is redone at ε/2, one flagged for R-hat alone with
-    /// twice the draws, at most this many times. 0 is one estimate, as given.
+    /// Step halvings of the ladder of `llc estimate` ([`super::ladder`]): an estimate flagged for
+    /// its step (MALA, spikes, divergence) is redone at ε/2, at most this many times.
     pub halvings: u32,
+    /// Draw doublings of the ladder: an estimate whose chains disagree (R-hat) or are still
+    /// rising, with nothing wrong with its step, goes on with twice the draws (continuing its
+    /// chains), at most this many times. Cheap since the chains continue, and what small groups
+    /// need: the attention-restricted LLC of a trained model mixes over many relaxation times.
+    pub lengthenings: u32,
     /// Seed of all sampling randomness; chain `i` uses ChaCha8 streams `2i` (noise) and `2i + 1`
     /// (minibatches).
     pub seed: u64,
@@ -111,6 +115,7 @@ impl Default for SgldConfig {
             burn_in: StepCount::Relaxations(1.5),
             steps_between_draws: StepCount::Relaxations(0.005),
             halvings: 2,
+            lengthenings: 4,
             seed: 0,
             loss_at_wstar: LossAtWstar::FullTrainingSet,
             loss_at_wstar_batches: 0,
@@ -130,7 +135,7 @@ impl Default for SgldConfig {
 
 impl SgldConfig {
     /// Fixed settings without the ladder: ε = 1e-4, γ = 100, nβ = n/ln n, full batch, 4 chains ×
-    /// 200 draws after 200 steps, every step a draw, `halvings` 0 (the defaults before issue 12).
+    /// 200 draws after 200 steps, every step a draw, no ladder (the defaults before issue 12).
     /// The base of the analytic models' settings and of the tests, which must not move when the
     /// shipped defaults ([`SgldConfig::default`]) are tuned.
     pub fn plain() -> SgldConfig {
@@ -142,6 +147,7 @@ impl SgldConfig {
             burn_in: StepCount::Steps(200),
             steps_between_draws: StepCount::Steps(1),
             halvings: 0,
+            lengthenings: 0,
             ..SgldConfig::default()
         }
     }

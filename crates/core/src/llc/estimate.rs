@@ -279,7 +279,7 @@ impl LlcEstimate {
 }
 
 /// Estimates the LLC at `w*` with SGLD chains, with the settings as given (the first rung; the
-/// ladder of `config.halvings` retries is [`super::ladder::estimate_ladder`]'s).
+/// ladder of retries is [`super::ladder::estimate_ladder`]'s).
 ///
 /// `factory(i)` builds chain `i`'s own copy of the target, at `w*`; it is called once more for
 /// chain 0 up front, to compute `L(w*)` and the sizes (that instance then runs chain 0). The

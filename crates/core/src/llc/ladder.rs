@@ -1,6 +1,7 @@
 /*!
 The step ladder of `llc estimate`: the estimate at the settings' ε, redone while its flags say the
-settings do not fit the checkpoint, at most `halvings` times.
+settings do not fit the checkpoint: at most `halvings` times at a smaller step, at most
+`lengthenings` times with more draws.
 
 Why: the loss surface sharpens and flattens along training, so the step that is healthy at one
 checkpoint is too large at another (docs/llc.md, "Choosing the step per checkpoint"). What a flag
@@ -10,12 +11,14 @@ asks for ([`Retry::for_flags`], reading the flags [`LlcEstimate`] carries, whose
 - MALA acceptance, spiking chains or a diverged chain: the step is too large. The next rung runs at
   ε/2 with burn-in and thinning rescaled to the same sampling time ε × steps
   ([`super::SgldConfig::schedule`]).
-- R-hat alone: the chains are too short to agree (ESS ~ 10 at the memorisation peak). The next
-  rung runs at the same ε with twice the draws (burn-in kept: two relaxation times were enough
-  wherever it was measured, so the chains are twice as long after burn-in). It continues the
-  rejected rung's chains rather than starting over: the same numbers as a fresh rung (the noise
-  and minibatch streams do not depend on a chain's length; tested), for the new draws' cost.
-- Any other flag (negative, still rising) is not the step's fault: no retry.
+- R-hat, or a chain still rising, and nothing wrong with the step: the chains are too short to
+  agree or to have levelled off (ESS ~ 10 at the memorisation peak; the attention-restricted LLC
+  of a trained model needed 800-1,600 draws). The next rung runs at the same ε with twice the
+  draws (burn-in kept: two relaxation times were enough wherever it was measured, so the chains
+  are twice as long after burn-in). It continues the rejected rung's chains rather than starting
+  over: the same numbers as a fresh rung (the noise and minibatch streams do not depend on a
+  chain's length; tested), for the new draws' cost.
+- A negative estimate is not the step's fault, nor the chains' length: no retry.
 
 Every rung uses the same seeds, so the ladder is as deterministic as one estimate. The result is
 the last rung's estimate, flagged if that rung is, with the rejected rungs listed
@@ -35,7 +38,7 @@ use crate::sampler::SgldTarget;
 pub enum Retry {
     /// ε/2 at equal sampling time: the step is too large for the checkpoint.
     HalveStep,
-    /// Twice the draws at the same ε: the chains disagree, the step is fine.
+    /// Twice the draws at the same ε: the chains disagree or are still rising, the step is fine.
     DoubleDraws,
 }
 
@@ -44,7 +47,7 @@ impl Retry {
     pub fn for_flags(flags: &EstimateFlags) -> Option<Retry> {
         if flags.mala || flags.spikes || flags.diverged > 0 {
             Some(Retry::HalveStep)
-        } else if flags.r_hat {
+        } else if flags.r_hat || flags.not_converged > 0 {
             Some(Retry::DoubleDraws)
         } else {
             None
@@ -83,7 +86,8 @@ pub fn rejected_text(rejected: &[RejectedRung]) -> String {
 }
 
 /// Estimates at the settings' ε and redoes the estimate as its flags ask (see the module docs),
-/// at most `config.halvings` times. `factory` as for [`super::estimate()`].
+/// at most `config.halvings` times at a halved step and `config.lengthenings` times with doubled
+/// draws. `factory` as for [`super::estimate()`].
 pub fn estimate_ladder<T, F>(factory: F, config: &SgldConfig) -> Result<LlcEstimate, LlcError>
 where
     T: SgldTarget,
@@ -94,8 +98,12 @@ where
     let mut sampled = Sampled::at(&factory, config, rung)?;
     loop {
         let est = &sampled.estimate;
-        match Retry::for_flags(&est.flags) {
-            Some(retry) if rejected.len() < config.halvings as usize => {
+        let allowed = |retry: &Retry| match retry {
+            Retry::HalveStep => rung.halved < config.halvings,
+            Retry::DoubleDraws => rung.lengthened < config.lengthenings,
+        };
+        match Retry::for_flags(&est.flags).filter(allowed) {
+            Some(retry) => {
                 let r = RejectedRung {
                     epsilon: est.schedule.epsilon,
                     draws: est.schedule.draws,

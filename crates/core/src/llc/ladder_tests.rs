@@ -116,7 +116,8 @@ fn the_flags_choose_the_retry() {
     assert_eq!(f(|x| x.r_hat = true), Some(Retry::DoubleDraws));
     assert_eq!(f(|x| { x.r_hat = true; x.mala = true }), Some(Retry::HalveStep));
     assert_eq!(f(|x| x.negative = 2), None);
-    assert_eq!(f(|x| x.not_converged = 1), None);
+    assert_eq!(f(|x| x.not_converged = 1), Some(Retry::DoubleDraws));
+    assert_eq!(f(|x| { x.not_converged = 1; x.spikes = true }), Some(Retry::HalveStep));
 }
 
 #[test]
@@ -134,4 +135,34 @@ fn rungs_keep_the_sampling_time_when_the_step_halves_and_double_the_draws_for_r_
     assert_eq!((longer.epsilon, longer.burn_in, longer.steps_between_draws, longer.draws), (1.25e-5, 800, 8, 200));
     // 1.5 relaxation times 2/(εγ) at ε = 2.5e-5, γ = 100 are exactly 1200 steps, not 1201.
     assert_eq!(StepCount::Relaxations(1.5).resolve(2.5e-5, 100.0, 0), 1200);
+}
+
+/// Chains far too short for their target disagree; the ladder lengthens them (continuing each
+/// chain) until they agree, within `lengthenings`, and only there. On the quadratic at ε = 1e-4
+/// the localisation's relaxation time is 2/(ε·a) = 100 steps, so 50 draws one step apart span
+/// half of it: two chains cannot agree. Each doubling is bounded by `lengthenings`, not by
+/// `halvings`, and the result is the fresh estimate at that many doublings.
+#[test]
+fn short_chains_are_lengthened_until_they_agree() {
+    let slow = SgldConfig { epsilon: 1e-4.into(), chains: 2, draws: 50, halvings: 0, lengthenings: 0, ..settings() };
+    let once = estimate_ladder(factory, &slow).unwrap();
+    assert!(Retry::for_flags(&once.flags) == Some(Retry::DoubleDraws), "{}", once.summary());
+    assert!(once.rejected.is_empty());
+
+    let est = estimate_ladder(factory, &SgldConfig { lengthenings: 6, ..slow.clone() }).unwrap();
+    eprintln!("rejected: {}; {}", rejected_text(&est.rejected), est.summary());
+    let k = est.rejected.len();
+    assert!(k >= 1 && est.rejected.iter().all(|r| r.retry == Retry::DoubleDraws), "{}", rejected_text(&est.rejected));
+    assert!(!est.flags.flagged(), "{}", est.flag_text());
+    assert_eq!((est.schedule.epsilon, est.schedule.draws), (1e-4, 50 << k));
+    let fresh = crate::llc::estimate_at(factory, &SgldConfig { lengthenings: 6, ..slow.clone() }, crate::llc::config::Rung { halved: 0, lengthened: k as u32 }).unwrap();
+    assert_eq!(est, crate::llc::LlcEstimate { rejected: est.rejected.clone(), ..fresh });
+    // Healthy there, the estimate is the EM chain's mean nβ·λ/2·E[w²], E[w²] = 1/(a·(1 − ε·a/4))
+    // (within 15 %: two chains of correlated draws).
+    let a = NBETA * LAMBDA + GAMMA;
+    let expected = NBETA * LAMBDA / 2.0 / (a * (1.0 - 1e-4 * a / 4.0));
+    assert!((est.llc_mean - expected).abs() < 0.15 * expected, "{} against {expected}", est.llc_mean);
+    // One doubling fewer than it needed leaves it flagged, and says so.
+    let short = estimate_ladder(factory, &SgldConfig { lengthenings: k as u32 - 1, ..slow }).unwrap();
+    assert!(short.flags.flagged() && short.rejected.len() == k - 1, "{}", short.summary());
 }

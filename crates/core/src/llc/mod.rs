@@ -9,7 +9,8 @@ calibration, and validation on models whose LLC is known.
 - [`diagnostics`]: R-hat, ESS (Vehtari et al. 2021), the "still rising" rule, and the health
   thresholds (R-hat, MALA acceptance, spikes): the one definition of a healthy estimate.
 - [`ladder`]: the step ladder of `llc estimate` ([`estimate_ladder`]): a flagged estimate redone
-  at ε/2 (MALA, spikes, divergence) or with twice the draws (R-hat), at most `halvings` times.
+  at ε/2 (MALA, spikes, divergence; at most `halvings` times) or continued with twice the draws
+  (R-hat, still rising; at most `lengthenings` times).
 - [`calibrate()`]: sweeps ε × nβ (× γ) and recommends the largest flat, healthy ε.
 - [`analytic`]: polynomial, reduced-rank and linear regression models with known λ, and
   [`analytic::validate`].

@@ -51,7 +51,7 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("flag_mala", Bool, "mala_acceptance below 0.8: ε is too large (discretisation error)"),
         col("flag_spikes", Bool, "a chain's largest per-draw estimate is > 30 robust sds (1.4826·MAD) above the median of all draws: thrown out of the basin and pulled back (ε too large); R-hat does not see this"),
         col("flags", Str, "every flag in words (which chains, and why); empty when healthy"),
-        col("step_rungs", I64, "rungs of the step ladder run (1: the settings' ε was healthy; see llc.halvings)"),
+        col("step_rungs", I64, "rungs of the step ladder run (1: the settings' ε was healthy; see llc.halvings and llc.lengthenings)"),
         col("rejected_steps", Str, "each rejected rung: its ε and draws, the flags that rejected it and what the next rung changed (`ε/2` or `2× draws`), `; `-separated; empty when step_rungs = 1"),
         col("epsilon", F64, "SGLD step size ε the estimate ran with (the last rung's, resolved)"),
         col("epsilon_setting", Str, "ε as configured: a number, or `{per_nbeta: c}` for c/nβ"),
@@ -65,7 +65,8 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("burn_in_setting", Str, "burn-in as configured: steps, or `{relaxations: r}` for ceil(r·2/(εγ)) steps"),
         col("steps_between_draws", I64, "SGLD steps per draw (thinning; the last rung's)"),
         col("steps_between_draws_setting", Str, "thinning as configured: steps, or `{relaxations: x}`"),
-        col("halvings", I64, "most retries of the step ladder allowed (llc.halvings)"),
+        col("halvings", I64, "most step halvings of the ladder allowed (llc.halvings)"),
+        col("lengthenings", I64, "most draw doublings of the ladder allowed (llc.lengthenings)"),
         col("sgld_seed", I64, "seed of the sampling noise and minibatches (llc.seed)"),
         col("loss_at_wstar_mode", Str, "`full_training_set` (mean loss over all n rows at w*) or `first_batches` (devinterp 1.3)"),
         col("loss_at_wstar_batches", I64, "minibatches averaged for `first_batches` (0: one per chain)"),
@@ -475,6 +476,7 @@ fn summary_frame(rows: &[&SummaryRow]) -> Result<DataFrame> {
         i("steps_between_draws", &|r| r.schedule.steps_between_draws as i64),
         s("steps_between_draws_setting", &|r| r.settings.steps_between_draws.to_string()),
         i("halvings", &|r| i64::from(r.settings.halvings)),
+        i("lengthenings", &|r| i64::from(r.settings.lengthenings)),
         i("sgld_seed", &|r| r.settings.seed as i64),
         s("loss_at_wstar_mode", &|r| r.settings.loss_at_wstar.to_string()),
         i("loss_at_wstar_batches", &|r| r.settings.loss_at_wstar_batches as i64),
@@ -523,6 +525,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     let (eps, gamma, nbs, batch, chains, draws, burn, thin, sseed) =
         (f("epsilon")?, f("gamma")?, s("nbeta_setting")?, i("batch_size")?, i("chains")?, i("draws")?, i("burn_in")?, i("steps_between_draws")?, i("sgld_seed")?);
     let (eps_s, draws_s, burn_s, thin_s, halvings) = (s("epsilon_setting")?, i("draws_setting")?, s("burn_in_setting")?, s("steps_between_draws_setting")?, i("halvings")?);
+    let lengthenings = i("lengthenings")?;
     let (lwm, lwb, mala_every, dfac, dloss, rms, rms_a, rms_e) =
         (s("loss_at_wstar_mode")?, i("loss_at_wstar_batches")?, i("mala_every")?, f("divergence_factor")?, f("divergence_loss")?, b("rmsprop")?, f("rmsprop_alpha")?, f("rmsprop_eps")?);
     let (sh, ch) = (s("settings_hash")?, s("checkpoint_hash")?);
@@ -541,6 +544,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
             burn_in: burn_s[k].parse().map_err(parse_err)?,
             steps_between_draws: thin_s[k].parse().map_err(parse_err)?,
             halvings: u32::try_from(halvings[k]).unwrap_or(0),
+            lengthenings: u32::try_from(lengthenings[k]).unwrap_or(0),
             seed: sseed[k] as u64,
             loss_at_wstar,
             loss_at_wstar_batches: lwb[k] as usize,

@@ -202,7 +202,8 @@ pub fn estimate_raw(ckpt: &Checkpoint, settings: &SgldConfig) -> Result<LlcEstim
 }
 
 /// The [`LlcEstimate`] of one checkpoint with SGLD moving only the tensors of `group`, from the
-/// step ladder ([`estimate_ladder`]: at most `settings.halvings` retries).
+/// step ladder ([`estimate_ladder`]: at most `settings.halvings` step halvings and
+/// `settings.lengthenings` draw doublings).
 pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &Restriction, settings: &SgldConfig) -> Result<LlcEstimate> {
     let factory = |_chain: usize| TransformerTarget::new(&ckpt.params, &ckpt.model, rows.clone())?.restrict(group);
     Ok(estimate_ladder(factory, settings)?)

@@ -46,6 +46,7 @@ pub fn reference_settings(ours: &LlcEstimate) -> SgldConfig {
         burn_in: StepCount::Relaxations(REFERENCE_RELAXATIONS),
         steps_between_draws: StepCount::Steps(2 * s.steps_between_draws),
         halvings: 0,
+        lengthenings: 0,
         ..ours.config.clone()
     }
 }
