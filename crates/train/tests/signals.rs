@@ -13,10 +13,12 @@ mod common;
 
 use common::snapshot;
 
-/// Checkpoints at steps 0, 1000 and 1500 only, so that a signal almost always arrives between two
-/// of them and the run has to write a resume point.
-const CONFIG: &str = "name: signals\ndata: {p: 13}\nmodel: {d_model: 32}\ntrain:\n  steps: 1500\n  checkpoints: {log_points: 0, segments: [{every: 1000}]}\n";
-const SCHEDULE: [u64; 3] = [0, 1000, 1500];
+/// Checkpoints at steps 0, 5000 and 6000 only, so that a signal almost always arrives between two
+/// of them and the run has to write a resume point; 6,000 steps (~2.5 s on a quiet 2-core
+/// machine) so that neither signal can come after the run has finished (at 1,500 steps a quiet
+/// machine once finished the resumed run within the second stop's 400 ms).
+const CONFIG: &str = "name: signals\ndata: {p: 13}\nmodel: {d_model: 32}\ntrain:\n  steps: 6000\n  checkpoints: {log_points: 0, segments: [{every: 5000}]}\n";
+const SCHEDULE: [u64; 3] = [0, 5000, 6000];
 
 fn train(cfg: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_train"));
