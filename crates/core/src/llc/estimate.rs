@@ -306,7 +306,6 @@ where
 /// continue them instead of starting over ([`Sampled::lengthen`]).
 pub(super) struct Sampled<T> {
     pub(super) estimate: LlcEstimate,
-    plan: ChainPlan,
     chains: Vec<Chain<T>>,
 }
 
@@ -350,7 +349,7 @@ impl<T: SgldTarget> Sampled<T> {
         let chains = run_chains_kept(factory, &plan, config.chains, config.threads, Some(first))?;
         let traces = chains.iter().map(|c| c.trace().clone()).collect();
         let estimate = summarize(config.clone(), schedule, &plan, n, n_params, loss_at_wstar, traces);
-        Ok(Sampled { estimate, plan, chains })
+        Ok(Sampled { estimate, chains })
     }
 
     /// The estimate at `rung`, which must differ from this one's by more draws alone (the ladder's
@@ -358,15 +357,19 @@ impl<T: SgldTarget> Sampled<T> {
     /// would at `rung` (the noise and minibatch streams do not depend on the chains' length;
     /// tested) at the cost of the new draws only.
     pub(super) fn lengthen(self, config: &SgldConfig, rung: Rung) -> Result<Sampled<T>, LlcError> {
-        let Sampled { estimate, plan, chains } = self;
+        let Sampled { estimate, chains } = self;
         let schedule = config.schedule(estimate.nbeta, rung);
         let Schedule { epsilon, burn_in, steps_between_draws, draws } = schedule;
-        let plan = ChainPlan { epsilon, burn_in, steps_between_draws, draws, ..plan };
+        // Every chain ran under the same plan; the new one differs in the schedule alone.
+        let Some(ran) = chains.first().map(|c| c.plan().clone()) else {
+            return Err(LlcError::InvalidConfig("no chains to continue".into()));
+        };
+        let plan = ChainPlan { epsilon, burn_in, steps_between_draws, draws, ..ran };
         let chains = advance_chains(chains, &plan, config.threads)?;
         let traces = chains.iter().map(|c| c.trace().clone()).collect();
         let LlcEstimate { n_train, n_params, loss_at_wstar, .. } = estimate;
         let estimate = summarize(config.clone(), schedule, &plan, n_train, n_params, loss_at_wstar, traces);
-        Ok(Sampled { estimate, plan, chains })
+        Ok(Sampled { estimate, chains })
     }
 }
 

@@ -181,6 +181,11 @@ impl<T> Chain<T> {
     pub fn trace(&self) -> &ChainTrace {
         &self.state.trace
     }
+
+    /// The plan it last ran under.
+    pub fn plan(&self) -> &ChainPlan {
+        &self.plan
+    }
 }
 
 /// Runs `chains` chains on up to `threads` worker threads (0 = one per available core) and
