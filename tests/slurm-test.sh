@@ -15,9 +15,11 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 
 LAUNCH="srun -N1 -n1 -c1"
-# 1,500 steps: each training job runs ~3 s here, long enough to overlap with the other and to be
-# cancelled in the middle (the tiny pipeline's 40 steps take a fraction of a second).
-STEPS=1500
+# 6,000 steps: each training job runs a few seconds, long enough to overlap with the other in
+# Slurm's whole-second records and to be cancelled in the middle (the tiny pipeline's 40 steps
+# take a fraction of a second; since the fast path, 1,500 steps took under a second on a quiet
+# machine, and a CI run once saw no two jobs overlap).
+STEPS=6000
 WORK="$(mktemp -d /tmp/slurm-test.XXXXXX)"
 DATA="$WORK/data"
 EXP="$DATA/tiny-p11"
