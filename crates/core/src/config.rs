@@ -329,6 +329,13 @@ impl Config {
         serde_json::to_string(self).context("serializing config to JSON")
     }
 
+    /// The sections training reads (`data`, `model`, `train`): the Makefile's `train-<run>.json`
+    /// fragment, and what a run directory's checkpoints must agree on to be resumed or counted as
+    /// finished, so that editing `llc:` or `analysis:` neither reruns nor refuses training.
+    pub fn training_part(&self) -> serde_json::Value {
+        serde_json::json!({"data": self.data, "model": self.model, "train": self.train})
+    }
+
     /// A short, stable hash of the resolved config (FNV-1a over its JSON).
     pub fn hash(&self) -> Result<String> {
         Ok(crate::hash::hex(self.to_json()?.as_bytes()))

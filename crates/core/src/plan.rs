@@ -20,8 +20,7 @@ pub fn write(cfg: &Config, root: &Path) -> Result<String> {
     let runs = cfg.runs()?;
     write_if_changed(&dir.join("data.json"), &serde_json::to_string_pretty(&cfg.data)?)?;
     for run in &runs {
-        let c = &run.config;
-        let text = serde_json::to_string_pretty(&serde_json::json!({"data": c.data, "model": c.model, "train": c.train}))?;
+        let text = serde_json::to_string_pretty(&run.config.training_part())?;
         write_if_changed(&dir.join(format!("train-{}.json", run.id)), &text)?;
     }
     write_if_changed(&dir.join("analysis.json"), &serde_json::to_string_pretty(&cfg.analysis)?)?;

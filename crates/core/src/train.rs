@@ -113,7 +113,7 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
     let model_cfg = cfg.model_config();
     let t_cfg = &cfg.train;
     let schedule = t_cfg.checkpoints.steps(t_cfg.steps);
-    let hash = cfg.hash()?;
+    let hash = cfg.hash()?; // provenance only: resuming compares the training part (`resume`)
     let mut meta = BTreeMap::from([
         ("pizza_config".to_string(), cfg.to_json()?),
         ("config_hash".to_string(), hash.clone()),
@@ -128,11 +128,11 @@ fn run_with_threads(cfg: &Config, run_id: &str, data: &Dataset, dir: &RunDir, th
             info!("removed {n} partly written file(s) left by an interrupted run in {}", folder.display());
         }
     }
-    if let Some(done) = resume::finished(cfg, dir, &hash)? {
+    if let Some(done) = resume::finished(cfg, dir)? {
         info!("{} already holds the finished run; nothing to do", dir.dir.display());
         return Ok(done);
     }
-    let (params, mut opt, mut rows, start) = match resume::point(dir, &hash)? {
+    let (params, mut opt, mut rows, start) = match resume::point(dir, cfg)? {
         Some((step, path)) => {
             let c = ckpt::load(&path)?;
             let mut opt = AdamW::new(&c.params, t_cfg)?;

@@ -56,12 +56,22 @@ fn killed_and_resumed_runs_are_byte_identical() {
         }
     }
 
-    // A run directory written with another config is refused, not silently mixed.
+    // A run directory written with other training settings is refused, naming the section, not
+    // silently mixed.
     let other = root.join("other.yaml");
     std::fs::write(&other, CONFIG.replace("d_model: 32", "d_model: 16")).unwrap();
     let o = train(&other, &clean).output().unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("another config"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("other training settings (model differ)"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // An edit of the sections training does not read (here `llc:`) leaves the run finished: the
+    // Makefile does not retrain for it, and neither does `train` by hand.
+    let edited = root.join("edited.yaml");
+    std::fs::write(&edited, format!("{CONFIG}llc: {{chains: 3}}\n")).unwrap();
+    let o = train(&edited, &clean).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to do"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(snapshot(&clean) == want, "the finished run changed");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

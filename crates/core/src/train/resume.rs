@@ -64,8 +64,8 @@ pub(super) fn discard(dir: &RunDir) -> Result<()> {
 
 /// The step and weights file to resume from, if any (see the module docs); every candidate is
 /// checked to belong to this config.
-pub(super) fn point(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> {
-    let scheduled = newest_scheduled(dir, hash)?;
+pub(super) fn point(dir: &RunDir, cfg: &Config) -> Result<Option<(u64, PathBuf)>> {
+    let scheduled = newest_scheduled(dir, cfg)?;
     let weights = path(dir);
     if !weights.is_file() {
         return Ok(scheduled);
@@ -78,7 +78,7 @@ pub(super) fn point(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> 
             return Ok(scheduled);
         }
     };
-    check_config(&weights, &meta, hash, dir)?;
+    check_config(&weights, &meta, cfg, dir)?;
     let step = meta.get("step").and_then(|s| s.parse::<u64>().ok());
     let optim_step = ckpt::read_safetensors(&ckpt::optim_path(&weights)).ok().and_then(|(_, m)| m.get("step").and_then(|s| s.parse::<u64>().ok()));
     match (step, optim_step) {
@@ -92,7 +92,7 @@ pub(super) fn point(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> 
 }
 
 /// Newest scheduled checkpoint with optimizer state.
-fn newest_scheduled(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> {
+fn newest_scheduled(dir: &RunDir, cfg: &Config) -> Result<Option<(u64, PathBuf)>> {
     if !dir.checkpoints().is_dir() {
         return Ok(None);
     }
@@ -101,34 +101,45 @@ fn newest_scheduled(dir: &RunDir, hash: &str) -> Result<Option<(u64, PathBuf)>> 
             continue;
         }
         let (_, meta) = ckpt::read_safetensors(&path)?;
-        check_config(&path, &meta, hash, dir)?;
+        check_config(&path, &meta, cfg, dir)?;
         return Ok(Some((step, path)));
     }
     Ok(None)
 }
 
-fn check_config(path: &Path, meta: &BTreeMap<String, String>, hash: &str, dir: &RunDir) -> Result<()> {
-    let theirs = meta.get("config_hash").map(String::as_str).unwrap_or("none");
-    if theirs != hash {
+fn check_config(path: &Path, meta: &BTreeMap<String, String>, cfg: &Config, dir: &RunDir) -> Result<()> {
+    let differ = differing_sections(meta, cfg);
+    if !differ.is_empty() {
         bail!(
-            "{} was written by a run with another config (config_hash {theirs}, this run {hash}); delete {} or choose another --out",
+            "{} was written by a run with other training settings ({} differ); delete {} or choose another --out",
             path.display(),
+            differ.join(", "),
             dir.dir.display()
         );
     }
     Ok(())
 }
 
+/// The sections of [`Config::training_part`] in which the config stored in a checkpoint's
+/// metadata differs from `cfg` (all of them when it has none or it does not parse). Only these
+/// decide whether a checkpoint belongs to the run: the `llc:` and `analysis:` sections, which the
+/// same checkpoint also records, may have been edited since.
+fn differing_sections(meta: &BTreeMap<String, String>, cfg: &Config) -> Vec<&'static str> {
+    let theirs = meta.get("pizza_config").and_then(|j| Config::from_json(j).ok()).map(|c| c.training_part());
+    let ours = cfg.training_part();
+    ["data", "model", "train"].into_iter().filter(|k| theirs.as_ref().is_none_or(|t| t.get(k) != ours.get(k))).collect()
+}
+
 /// The summary of a run that already finished with this config (`metrics.parquet` and the last
-/// scheduled checkpoint with this config hash), after tidying what an interrupted final write may
+/// scheduled checkpoint with these training settings), after tidying what an interrupted final write may
 /// have left (the partial metrics, a resume point); `None` when there is training left to do.
-pub(super) fn finished(cfg: &Config, dir: &RunDir, hash: &str) -> Result<Option<Summary>> {
+pub(super) fn finished(cfg: &Config, dir: &RunDir) -> Result<Option<Summary>> {
     let last = dir.checkpoints().join(ckpt::checkpoint_name(cfg.train.steps));
     if !dir.metrics().is_file() || !last.is_file() {
         return Ok(None);
     }
     let (_, meta) = ckpt::read_safetensors(&last)?;
-    if meta.get("config_hash").map(String::as_str) != Some(hash) {
+    if !differing_sections(&meta, cfg).is_empty() {
         return Ok(None);
     }
     let rows = read_partial(&dir.metrics(), cfg.train.steps + 1)?;
