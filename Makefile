@@ -51,9 +51,11 @@ build: $(STAMP)
 
 # --- plan -----------------------------------------------------------------------------------
 # The experiment's name and runs come from the YAML (through gen-data --plan), so the per-run
-# targets below exist for whatever grid the pipeline file describes.
+# targets below exist for whatever grid the pipeline file describes. The plan also reruns after a
+# rebuild: the fragments hold the settings resolved with the code's defaults, so a changed
+# default (e.g. the LLC's burn-in) reruns the stages that read it, and only those.
 PLAN_MK := $(DATA)/.plan/$(notdir $(basename $(PIPELINE)))-p$(or $(P),default)-s$(or $(STEPS),default).mk
-$(PLAN_MK): $(PIPELINE) | $(STAMP)
+$(PLAN_MK): $(PIPELINE) $(STAMP)
 	@mkdir -p $(@D)
 	$(BIN)/gen-data $(CONFIG) --plan $(DATA) > $@.tmp$$$$ && mv $@.tmp$$$$ $@
 
