@@ -104,17 +104,21 @@ impl Default for SgldConfig {
         SgldConfig {
             // The shipped defaults (pipelines/default.yaml repeats them); docs/llc.md, "Choosing
             // the step per checkpoint", has the measurements behind them. At p = 59
-            // (n = 2784, nβ ≈ 351) ε ≈ 2.5e-5, 1.5 relaxation times ≈ 1200 steps of burn-in and
-            // draws 4 steps apart (400 steps for 100 draws).
+            // (n = 2784, nβ ≈ 351) ε ≈ 2.5e-5, 2.5 relaxation times ≈ 2000 steps of burn-in and
+            // draws 4 steps apart (400 steps for 100 draws). The burn-in outlasts the overshoot:
+            // a chain's loss rises past its level within 1-1.5 relaxation times and comes back
+            // to it by ~2.5 (docs/llc.md, "Burn-in: the overshoot").
             epsilon: Epsilon::PerNBeta(8.8e-3),
             gamma: 100.0,
             nbeta: NBeta::Rule(NBetaRule::NOverLnN),
             batch_size: Some(256),
             chains: 2,
             draws: 100,
-            burn_in: StepCount::Relaxations(1.5),
+            burn_in: StepCount::Relaxations(2.5),
             steps_between_draws: StepCount::Relaxations(0.005),
-            halvings: 2,
+            // Four: trained d_model 32 models need ε/16 (docs/llc.md, "Width 32"); a halving
+            // costs only where an estimate is flagged for its step.
+            halvings: 4,
             lengthenings: 4,
             seed: 0,
             loss_at_wstar: LossAtWstar::FullTrainingSet,

@@ -252,7 +252,7 @@ fn shipped_pipelines_have_valid_llc_sections() {
         let SettingsSource::Fixed(s) = source else { panic!("{name}: per-run settings") };
         assert!(s.gamma > 0.0 && s.chains >= 2, "{name}: {s:?}");
     }
-    // default.yaml's settings serve p = 59 and p = 113 alike: ε = 8.8e-3/nβ, burn-in 1.5
+    // default.yaml's settings serve p = 59 and p = 113 alike: ε = 8.8e-3/nβ, burn-in 2.5
     // relaxation times 2/(εγ) (no per_p llc entries any more).
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.yaml");
     let at = |sets: &[String]| match SettingsSource::from_config(&crate::config::load(&path, sets).unwrap(), None).unwrap() {
@@ -261,13 +261,13 @@ fn shipped_pipelines_have_valid_llc_sections() {
     };
     let (p59, p113) = (at(&[]), at(&["data.p=113".into()]));
     assert_eq!(p59, p113);
-    assert_eq!((p59.epsilon, p59.burn_in), (Epsilon::PerNBeta(8.8e-3), StepCount::Relaxations(1.5)));
-    // At p = 59 (n = 2785 training rows, nβ = n/ln n ≈ 351.0) that is ε ≈ 2.5e-5, 1197 steps of
+    assert_eq!((p59.epsilon, p59.burn_in), (Epsilon::PerNBeta(8.8e-3), StepCount::Relaxations(2.5)));
+    // At p = 59 (n = 2785 training rows, nβ = n/ln n ≈ 351.0) that is ε ≈ 2.5e-5, 1995 steps of
     // burn-in and draws 4 steps apart; at p = 113 (n = 6384, nβ ≈ 728.3) ε ≈ 1.2e-5.
     let nbeta = |n: f64| n / n.ln();
     let s59 = p59.schedule(nbeta(2785.0), Rung::default());
     assert!((s59.epsilon - 2.507e-5).abs() < 1e-8, "{s59:?}");
-    assert_eq!((s59.burn_in, s59.steps_between_draws, s59.draws), (1197, 4, 100));
+    assert_eq!((s59.burn_in, s59.steps_between_draws, s59.draws), (1995, 4, 100));
     assert!((p113.schedule(nbeta(6384.0), Rung::default()).epsilon - 1.208e-5).abs() < 1e-8);
 }
 
