@@ -996,7 +996,9 @@ struct Tilted {
     w: Vec<Var>,
 }
 
-const TILT_LAMBDA: f64 = 10_000.0 / 351.0;
+/// nβ of p = 59 (n/ln n); the target's λ and g are set through nβ·λ = 10,000 and nβ·g = 10.
+const TILT_NBETA: f64 = 351.0;
+const TILT_LAMBDA: f64 = 10_000.0 / TILT_NBETA;
 const TILT_NBETA_G: f64 = 10.0;
 const TILT_X: usize = 1000;
 const TILT_Y: usize = 50;
@@ -1010,14 +1012,15 @@ impl SgldTarget for Tilted {
     }
     fn loss(&self, _rows: &[u32]) -> candle_core::Result<Tensor> {
         let x = self.w[0].as_tensor().sqr()?.sum_all()?.affine(0.5 * TILT_LAMBDA, 0.0)?;
-        let y = self.w[1].as_tensor().sum_all()?.affine(TILT_NBETA_G / 351.0, 0.0)?;
+        let y = self.w[1].as_tensor().sum_all()?.affine(TILT_NBETA_G / TILT_NBETA, 0.0)?;
         x + y
     }
 }
 
 /// The expected estimate of [`Tilted`] from the recursions: the mean over the draws' steps of
 /// `nβ·E[L(w_t)]`, the draws being the steps `burn_in + k − 1, burn_in + 2k − 1, …` (k = thinning).
-fn tilted_expected(epsilon: f64, gamma: f64, nbeta: f64, burn_in: usize, k: usize, draws: usize) -> f64 {
+fn tilted_expected(epsilon: f64, gamma: f64, burn_in: usize, k: usize, draws: usize) -> f64 {
+    let nbeta = TILT_NBETA;
     let a1 = epsilon * (nbeta * TILT_LAMBDA + gamma) / 2.0;
     let a = epsilon * gamma / 2.0;
     let (mut v, mut m) = (0.0, 0.0);
@@ -1036,10 +1039,10 @@ fn tilted_expected(epsilon: f64, gamma: f64, nbeta: f64, burn_in: usize, k: usiz
 fn the_default_burn_in_outlasts_the_overshoot_of_a_tilted_quadratic() {
     // The transformers' numbers at p = 59: nβ 351, γ 100, ε 2.5e-5 (2/(εγ) = 800 steps), 100
     // draws 4 steps apart. The level is 1000·0.528 − 50·(nβ·g)²/γ = 478.
-    let (nbeta, gamma, epsilon, k, draws) = (351.0, 100.0, 2.5e-5, 4, 100);
-    let level = tilted_expected(epsilon, gamma, nbeta, 40_000, k, draws);
+    let (gamma, epsilon, k, draws) = (100.0, 2.5e-5, 4, 100);
+    let level = tilted_expected(epsilon, gamma, 40_000, k, draws);
     let relax = |r: f64| StepCount::Relaxations(r).resolve(epsilon, gamma, 0);
-    let bias = |r: f64| tilted_expected(epsilon, gamma, nbeta, relax(r), k, draws) / level - 1.0;
+    let bias = |r: f64| tilted_expected(epsilon, gamma, relax(r), k, draws) / level - 1.0;
     // The old default, 1.5 relaxation times, reads 1.8 % high; the new one 0.7 %.
     assert!(bias(1.5) > 0.015 && bias(2.5) < 0.008, "bias {} and {}", bias(1.5), bias(2.5));
     assert_eq!(SgldConfig::default().burn_in, StepCount::Relaxations(2.5));
@@ -1054,7 +1057,7 @@ fn the_default_burn_in_outlasts_the_overshoot_of_a_tilted_quadratic() {
         let config = SgldConfig {
             epsilon: epsilon.into(),
             gamma,
-            nbeta: NBeta::Value(nbeta),
+            nbeta: NBeta::Value(TILT_NBETA),
             chains: 16,
             draws,
             burn_in: StepCount::Relaxations(r),
@@ -1063,7 +1066,7 @@ fn the_default_burn_in_outlasts_the_overshoot_of_a_tilted_quadratic() {
             ..SgldConfig::plain()
         };
         let est = estimate(factory, &config).unwrap();
-        let expected = tilted_expected(epsilon, gamma, nbeta, relax(r), k, draws);
+        let expected = tilted_expected(epsilon, gamma, relax(r), k, draws);
         let se = est.llc_std / (config.chains as f64).sqrt();
         assert!((est.llc_mean - expected).abs() < 4.0 * se, "burn-in {r}: {} ± {se} against {expected}", est.llc_mean);
     }
