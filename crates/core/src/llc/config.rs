@@ -104,7 +104,7 @@ impl Default for SgldConfig {
         SgldConfig {
             // The shipped defaults (pipelines/default.yaml repeats them); docs/llc.md, "Choosing
             // the step per checkpoint", has the measurements behind them. At p = 59
-            // (n = 2784, nβ ≈ 351) ε ≈ 2.5e-5, 2.5 relaxation times ≈ 2000 steps of burn-in and
+            // (n = 2785, nβ ≈ 351) ε ≈ 2.5e-5, 2.5 relaxation times ≈ 2000 steps of burn-in and
             // draws 4 steps apart (400 steps for 100 draws). The burn-in outlasts the overshoot:
             // a chain's loss rises past its level within 1-1.5 relaxation times and comes back
             // to it by ~2.5 (docs/llc.md, "Burn-in: the overshoot").
