@@ -107,7 +107,12 @@ pub struct Weights<'a> {
 impl<'a> Weights<'a> {
     /// Borrows the tensors of a one-layer model by name.
     pub fn from_map(w: &'a BTreeMap<String, Vec<f32>>) -> anyhow::Result<Weights<'a>> {
-        let get = |p: Param| w.get(p.name()).map(Vec::as_slice).ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", p.name()));
+        Weights::by_name(|name| w.get(name).map(Vec::as_slice))
+    }
+
+    /// Borrows the tensors of a one-layer model from `lookup` (tensor name → flat values).
+    pub fn by_name(lookup: impl Fn(&str) -> Option<&'a [f32]>) -> anyhow::Result<Weights<'a>> {
+        let get = |p: Param| lookup(p.name()).ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", p.name()));
         Ok(Weights {
             w_e: get(Param::WE)?,
             w_pos: get(Param::WPos)?,

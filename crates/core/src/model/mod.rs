@@ -202,8 +202,10 @@ pub fn loss_and_grad(
     threads: usize,
 ) -> Result<fast::Output> {
     if fast::supports(cfg) {
-        let flat = params.flat()?;
-        return Ok(fast::loss_and_grad(cfg, &fast::Weights::from_map(&flat)?, tokens, labels, want_grad, threads));
+        return params.with_slices(|w| {
+            let w = fast::Weights::by_name(|name| w.get(name).copied())?;
+            Ok(fast::loss_and_grad(cfg, &w, tokens, labels, want_grad, threads))
+        })?;
     }
     let device = candle_core::Device::Cpu;
     let model = Transformer::new(params.var_builder(), cfg)?;
