@@ -470,7 +470,7 @@ fn sym(step: i64, label: &str) -> SymmetryRow {
 }
 
 fn est(step: i64, mean: f64) -> LlcRow {
-    LlcRow { id: RunId::named("r"), step, restriction: "all".into(), mean, std: 1.0, loss_at_wstar: None, flags: vec![], epsilon: 1e-4, step_rungs: 1, rejected_steps: String::new(), r_hat: 1.0, mala_acceptance: 0.9 }
+    LlcRow { id: RunId::named("r"), step, restriction: "all".into(), mean, std: 1.0, loss_at_wstar: None, flags: vec![], epsilon: 1e-4, step_rungs: 1, rejected_steps: String::new(), r_hat: 1.0, mala_acceptance: 0.9, gamma: 300.0 }
 }
 
 #[test]

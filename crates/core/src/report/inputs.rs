@@ -231,6 +231,8 @@ pub struct LlcRow {
     pub r_hat: f64,
     /// Mean MALA acceptance (NaN when not measured).
     pub mala_acceptance: f64,
+    /// Localisation γ: the estimate is the LLC at the scale 1/√γ, comparable only at equal γ.
+    pub gamma: f64,
 }
 
 /// The `restriction` of a whole-model estimate (the preset `all` of `llc::restrict`).
@@ -462,6 +464,7 @@ fn read_llc(path: &Path) -> Result<Vec<LlcRow>> {
             rejected_steps: r.rejected_steps,
             r_hat: r.r_hat,
             mala_acceptance: r.mala_acceptance,
+            gamma: r.settings.gamma,
         })
         .collect())
 }

@@ -392,7 +392,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     section(
         "llc",
         "LLC along training",
-        "The Local Learning Coefficient estimated by SGLD at each checkpoint (mean and ±1 std over chains), drawn over the loss curves.",
+        &format!(
+            "The Local Learning Coefficient estimated by SGLD at each checkpoint (mean and ±1 std over chains), drawn over the loss curves. {}",
+            summary::gamma_note(&data.llc.rows)
+        ),
         vec![],
         vec![("LLC along training", figures::llc_along(&data, &curves, &runs_by_id))],
         limit(n_llc_runs, "LLC figures"),

@@ -99,6 +99,17 @@ pub fn final_symmetry(rows: &[SymmetryRow]) -> BTreeMap<String, &SymmetryRow> {
     last_by_run(rows, |r| (r.id.run.as_str(), r.step))
 }
 
+/// The localisation γ of the estimates, in words: the value of an LLC estimate depends on γ
+/// (docs/llc.md, "The localisation γ"), so a reader comparing numbers across reports needs it.
+pub fn gamma_note(rows: &[LlcRow]) -> String {
+    let gammas: std::collections::BTreeSet<String> = rows.iter().map(|r| super::findings::num(r.gamma)).collect();
+    match gammas.len() {
+        0 => String::new(),
+        1 => format!("Localisation γ = {}: an estimate is comparable only with estimates at the same γ.", gammas.into_iter().next().unwrap_or_default()),
+        _ => format!("Localisation γ = {} (several values: an estimate is comparable only with estimates at the same γ).", gammas.into_iter().collect::<Vec<_>>().join(", ")),
+    }
+}
+
 /// Each run's whole-model LLC estimates ([`LlcRow::whole_model`]), sorted by step: what every
 /// per-run LLC figure and the run table show. Estimates restricted to a group of parameters
 /// enter only the comparison ([`super::compare`]).

@@ -145,6 +145,7 @@ fn llc(run: &str, alpha: f64, seed: i64, path: &Path) {
     cols.push(("rejected_steps", (vec!["", rejected, "", ""]).into()));
     cols.push(("r_hat", (vec![1.01, 1.02, 1.0, 1.03]).into()));
     cols.push(("mala_acceptance", (vec![0.95, 0.85, 0.9, 0.92]).into()));
+    cols.push(("gamma", (vec![300.0; n]).into()));
     write(cols, &llc_tables::LLC_SUMMARY, path);
 }
 
@@ -333,6 +334,8 @@ fn full_report_is_complete_and_valid() {
         assert!(!svg.is_empty());
         check_svg(&svg);
     }
+    // The LLC section says at which γ the estimates were made (the tables' `gamma` column).
+    assert!(html.contains("Localisation γ = 300: an estimate is comparable only with estimates at the same γ."));
     // No scripts, no external resources.
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
     assert!(html.contains("<style>"));
