@@ -262,13 +262,13 @@ fn shipped_pipelines_have_valid_llc_sections() {
     let (p59, p113) = (at(&[]), at(&["data.p=113".into()]));
     assert_eq!(p59, p113);
     assert_eq!((p59.epsilon, p59.burn_in), (Epsilon::PerNBeta(8.8e-3), StepCount::Relaxations(2.5)));
-    // At p = 59 (n = 2785 training rows, nβ = n/ln n ≈ 351.0) that is ε ≈ 2.5e-5; at γ = 300 the
-    // relaxation time 2/(εγ) is 265.9 steps, so 665 steps of burn-in and draws ceil(1.33) = 2 steps
-    // apart; at p = 113 (n = 6384, nβ ≈ 728.3) ε ≈ 1.2e-5.
+    // At p = 59 (n = 2785 training rows, nβ = n/ln n ≈ 351.0) that is ε ≈ 2.5e-5; at γ = 100 the
+    // relaxation time 2/(εγ) is 797.7 steps, so 1995 steps of burn-in and draws ceil(3.99) = 4
+    // steps apart; at p = 113 (n = 6384, nβ ≈ 728.3) ε ≈ 1.2e-5.
     let nbeta = |n: f64| n / n.ln();
     let s59 = p59.schedule(nbeta(2785.0), Rung::default());
     assert!((s59.epsilon - 2.507e-5).abs() < 1e-8, "{s59:?}");
-    assert_eq!((p59.gamma, s59.burn_in, s59.steps_between_draws, s59.draws), (300.0, 665, 2, 100));
+    assert_eq!((p59.gamma, s59.burn_in, s59.steps_between_draws, s59.draws), (100.0, 1995, 4, 100));
     assert!((p113.schedule(nbeta(6384.0), Rung::default()).epsilon - 1.208e-5).abs() < 1e-8);
 }
 
