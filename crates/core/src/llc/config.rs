@@ -109,11 +109,12 @@ impl Default for SgldConfig {
             // a chain's loss rises past its level within 1-1.5 relaxation times and comes back
             // to it by ~2.5 (docs/llc.md, "Burn-in: the overshoot").
             epsilon: Epsilon::PerNBeta(8.8e-3),
-            // 100, measured against 200 and 300 (docs/llc.md, "The localisation γ"): at 300 the
+            // 100, measured against 200 and 300 (docs/llc.md, "The localisation γ"): there the
             // chains of p = 113's memorisation peak and of width 256 at initialisation are
-            // healthy where at 100 they are flagged, but width 64's initialisation reads
-            // negative and the clean-up of p = 59 reads 7-9 % above long chains with no flag
-            // raised. A flagged estimate is honest; a silently biased one is not.
+            // healthy where at 100 they are flagged, but at this ε some checkpoints of p = 59
+            // read 6-9 % above long chains with no flag raised (εγ, the step against the
+            // localisation's relaxation, grows with γ), and at 300 width 64's initialisation
+            // reads negative. A flagged estimate is honest; a silently biased one is not.
             gamma: 100.0,
             nbeta: NBeta::Rule(NBetaRule::NOverLnN),
             // 512, not 256: the minibatch's gradient noise heats the chains by ~ε/B, and at 256
