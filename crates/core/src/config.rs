@@ -516,11 +516,18 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-/// From serde's "unknown field `x`, expected one of `a`, `b`" builds "did you mean `a`?".
+/// From serde's "unknown field `x`, expected one of `a`, `b`" builds "did you mean `a`?" (or, for
+/// `a:1`, the missing space).
 pub fn unknown_field_hint(msg: &str) -> Option<String> {
     let rest = msg.split("unknown field `").nth(1)?;
     let (field, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    // `{per_nbeta:4.4e-3}` is one key with no value in YAML, the commonest slip on a `--set` line.
+    if let Some((key, value)) = field.split_once(':') {
+        if candidates.contains(&key.trim()) {
+            return Some(format!("YAML needs a space after the colon: `{{{}: {}}}`", key.trim(), value.trim()));
+        }
+    }
     let best = candidates.iter().min_by_key(|c| edit_distance(field, c))?;
     (edit_distance(field, best) <= field.len().max(2) / 2 + 1).then(|| format!("did you mean `{best}`?"))
 }

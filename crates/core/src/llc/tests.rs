@@ -973,6 +973,8 @@ fn per_nbeta_and_relaxation_forms_parse_and_mistakes_are_named() {
     assert_eq!(set.epsilon, Epsilon::PerNBeta(1e-2));
     let e = format!("{:#}", crate::config::load_str("llc:\n  epsilon: {per_nbta: 8.8e-3}\n", &[]).unwrap_err());
     assert!(e.contains("per_nbta") && e.contains("did you mean `per_nbeta`"), "{e}");
+    let e = format!("{:#}", crate::config::load_str("", &["llc.epsilon={per_nbeta:4.4e-3}".into()]).unwrap_err());
+    assert!(e.contains("space after the colon: `{per_nbeta: 4.4e-3}`"), "{e}");
     let e = format!("{:#}", crate::config::load_str("llc:\n  burn_in: {relaxation: 2}\n", &[]).unwrap_err());
     assert!(e.contains("did you mean `relaxations`"), "{e}");
     let e = format!("{:#}", crate::config::load_str("llc:\n  gamma: 0\n  burn_in: {relaxations: 2}\n", &[]).unwrap_err());

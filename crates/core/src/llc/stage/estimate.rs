@@ -105,9 +105,11 @@ pub fn estimate_stage(jobs: &[Job], out: &Path, settings: &SettingsSource, opts:
                 );
                 return Ok(EstimateOutcome { done, computed, reused, complete: false, total });
             }
-            let partial_key = (key.checkpoint.clone(), group.name(), s_hash.clone(), c_hash.clone());
-            if let Some(prev) = earlier.remove(&partial_key) {
+            let partial_key = (key.ident.run.clone(), key.step, group.name(), s_hash.clone(), c_hash.clone());
+            if let Some(mut prev) = earlier.remove(&partial_key) {
                 tracing::debug!(checkpoint = %path.display(), restriction = %group, "reusing the estimate of an earlier call");
+                // The same bytes may have moved (a data directory copied off a cluster's scratch).
+                prev.summary.key.checkpoint = key.checkpoint.clone();
                 done.push(prev);
                 reused += 1;
                 bar.inc(1);
@@ -209,14 +211,15 @@ pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &
     Ok(estimate_ladder(factory, settings)?)
 }
 
-/// (checkpoint, restriction, settings hash, checkpoint hash).
-type PartialKey = (String, String, String, String);
+/// (run, step, restriction, settings hash, checkpoint hash): by content, not by path, so that a
+/// data directory moved or copied elsewhere still resumes.
+type PartialKey = (String, i64, String, String, String);
 
 /// Finished estimates a rerun can reuse: the rows of the last complete call (the output and its
 /// trace, e.g. before a group was added to `llc.restrict` or a step to `llc.steps`) and those of an
 /// interrupted one (the partial files, which win where both hold a row). A row is reused only
-/// when its checkpoint, group, settings hash and checkpoint hash all match, so reuse changes no
-/// byte of the result.
+/// when its run, step, group, settings hash and checkpoint hash all match, so reuse changes no
+/// byte of the result but the `checkpoint` path, which is the file's present place.
 fn load_earlier(files: &EstimatePaths) -> BTreeMap<PartialKey, CheckpointLlc> {
     let mut out = load_rows(&files.summary, &files.trace, "estimate(s) of an earlier, complete run");
     out.extend(load_rows(&files.partial_summary, &files.partial_trace, "finished estimate(s) of an interrupted run"));
@@ -242,7 +245,7 @@ fn load_rows(summary: &Path, trace: &Path, what: &str) -> BTreeMap<PartialKey, C
             // The trace table is written before the summary, so every summary row has its trace
             // there (possibly empty, when every chain diverged at once).
             let trace = traces.remove(&(r.key.checkpoint.clone(), r.restriction.clone())).unwrap_or_default();
-            out.insert((r.key.checkpoint.clone(), r.restriction.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
+            out.insert((r.key.ident.run.clone(), r.key.step, r.restriction.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
         }
         Ok(out)
     };

@@ -670,6 +670,21 @@ fn restricted_estimates_are_rows_keyed_by_checkpoint_and_group() {
     assert_eq!((after.reused, after.computed), (2, 4));
     assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&grown).unwrap(), "summary bytes differ");
     assert_eq!(std::fs::read(EstimatePaths::new(&whole).trace).unwrap(), std::fs::read(EstimatePaths::new(&grown).trace).unwrap(), "trace bytes differ");
+
+    // The run and its table moved elsewhere (a data directory copied off a cluster's scratch):
+    // the rerun reuses every row by content and says where the checkpoints are now.
+    let moved_run = dir.join("moved-run");
+    std::fs::rename(&run, &moved_run).unwrap();
+    let moved = dir.join("moved/llc.parquet");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    for (from, to) in [(&grown, &moved), (&EstimatePaths::new(&grown).trace, &EstimatePaths::new(&moved).trace)] {
+        std::fs::rename(from, to).unwrap();
+    }
+    let again = estimate_stage(&jobs(std::slice::from_ref(&moved_run), &settings), &moved, &settings, &quiet()).unwrap();
+    assert_eq!((again.reused, again.computed), (6, 0));
+    let rows = read_summary(&moved).unwrap();
+    assert!(rows.iter().all(|r| r.key.checkpoint.starts_with(&*moved_run.to_string_lossy())), "{:?}", rows[0].key.checkpoint);
+    assert_eq!(rows.iter().map(|r| r.llc_mean.to_bits()).collect::<Vec<_>>(), read_summary(&whole).unwrap().iter().map(|r| r.llc_mean.to_bits()).collect::<Vec<_>>());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
