@@ -76,7 +76,7 @@ pub const LLC_SUMMARY: Schema = Schema {
         col("rmsprop", Bool, "RMSProp-preconditioned SGLD (pSGLD)"),
         col("rmsprop_alpha", F64, "RMSProp decay (when rmsprop)"),
         col("rmsprop_eps", F64, "RMSProp δ (when rmsprop)"),
-        col("settings_hash", Str, "FNV-1a hash of the SGLD settings (threads, restrict, steps, first_group_steps and trajectory excluded): the resume key, with checkpoint, restriction and checkpoint_hash"),
+        col("settings_hash", Str, "FNV-1a hash of the SGLD settings (threads, restrict, steps, first_group_steps and trajectory excluded): the resume key, with run, step, restriction and checkpoint_hash"),
         col("checkpoint_hash", Str, "FNV-1a hash of the checkpoint file's bytes"),
     ],
 };
