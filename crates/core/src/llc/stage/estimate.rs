@@ -105,8 +105,7 @@ pub fn estimate_stage(jobs: &[Job], out: &Path, settings: &SettingsSource, opts:
                 );
                 return Ok(EstimateOutcome { done, computed, reused, complete: false, total });
             }
-            let partial_key = (key.ident.run.clone(), key.step, group.name(), s_hash.clone(), c_hash.clone());
-            if let Some(mut prev) = earlier.remove(&partial_key) {
+            if let Some(mut prev) = earlier.remove(&partial_key(&key, group.name(), &s_hash, &c_hash)) {
                 tracing::debug!(checkpoint = %path.display(), restriction = %group, "reusing the estimate of an earlier call");
                 // The same bytes may have moved (a data directory copied off a cluster's scratch).
                 prev.summary.key.checkpoint = key.checkpoint.clone();
@@ -215,6 +214,12 @@ pub fn estimate_restricted(ckpt: &Checkpoint, rows: &Arc<TrainingRows>, group: &
 /// data directory moved or copied elsewhere still resumes.
 type PartialKey = (String, i64, String, String, String);
 
+/// The resume key of an estimate of the checkpoint `key` names, for one group, settings hash and
+/// checkpoint hash.
+fn partial_key(key: &RowKey, restriction: String, settings_hash: &str, checkpoint_hash: &str) -> PartialKey {
+    (key.ident.run.clone(), key.step, restriction, settings_hash.to_string(), checkpoint_hash.to_string())
+}
+
 /// Finished estimates a rerun can reuse: the rows of the last complete call (the output and its
 /// trace, e.g. before a group was added to `llc.restrict` or a step to `llc.steps`) and those of an
 /// interrupted one (the partial files, which win where both hold a row). A row is reused only
@@ -245,7 +250,7 @@ fn load_rows(summary: &Path, trace: &Path, what: &str) -> BTreeMap<PartialKey, C
             // The trace table is written before the summary, so every summary row has its trace
             // there (possibly empty, when every chain diverged at once).
             let trace = traces.remove(&(r.key.checkpoint.clone(), r.restriction.clone())).unwrap_or_default();
-            out.insert((r.key.ident.run.clone(), r.key.step, r.restriction.clone(), r.settings_hash.clone(), r.checkpoint_hash.clone()), CheckpointLlc { summary: r, trace });
+            out.insert(partial_key(&r.key, r.restriction.clone(), &r.settings_hash, &r.checkpoint_hash), CheckpointLlc { summary: r, trace });
         }
         Ok(out)
     };
