@@ -222,7 +222,7 @@ impl LlcEstimate {
             let s = self.spiking_chains();
             let ids: Vec<String> = s.chains.iter().map(usize::to_string).collect();
             parts.push(format!(
-                "{}/{} chains spiked (chains {}; largest per-draw estimate {:.0} against a median of {:.1}: ε too large for this checkpoint)",
+                "{}/{} chains spiked (chains {}; largest per-draw estimate {:.0} against a median of {:.1}: ε too large for this checkpoint, or a heavy tail of the loss where they persist after ε was halved)",
                 s.chains.len(),
                 self.chains.len(),
                 ids.join(","),

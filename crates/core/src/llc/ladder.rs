@@ -19,6 +19,12 @@ asks for ([`Retry::for_flags`], reading the flags [`LlcEstimate`] carries, whose
   over: the same numbers as a fresh rung (the noise and minibatch streams do not depend on a
   chain's length; tested), for the new draws' cost.
 - A negative estimate is not the step's fault, nor the chains' length: no retry.
+- Spikes that a halving did not shrink ([`spikes_shrank`]) are not the step's fault either: a small
+  group of a confidently trained model (the unembedding of the same-α experiment, LLC ~0.1-2) has
+  heavy-tailed per-draw losses of its own, and its chains "spike" by the same height at ε, ε/2 …
+  ε/8 (docs/llc.md, "Health flags"). When the spikes are all that asks for a halving and the last
+  halving left them at least half as high, the ladder stops there, flagged: further halvings would
+  cost up to 16× an estimate and end flagged anyway.
 
 Every rung uses the same seeds, so the ladder is as deterministic as one estimate. The result is
 the last rung's estimate, flagged if that rung is, with the rejected rungs listed
@@ -28,6 +34,7 @@ the last rung's estimate, flagged if that rung is, with the rejected rungs liste
 use serde::{Deserialize, Serialize};
 
 use super::config::Rung;
+use super::diagnostics::Spikes;
 use super::estimate::Sampled;
 use super::{EstimateFlags, LlcError, LlcEstimate, SgldConfig};
 use crate::sampler::SgldTarget;
@@ -53,6 +60,22 @@ impl Retry {
             None
         }
     }
+}
+
+/// A halving asked for by spikes alone must bring the spikes' height above the median of the draws
+/// below this fraction of what it was, or the ladder stops halving. Spikes from too large a step
+/// fall by orders of magnitude when the step halves (140-770 robust standard deviations to under
+/// 10 on the p = 59 models); the heavy tail of a small group's loss stayed the same height (per-draw
+/// estimates of 4, 5, 6, 5 over a median of 0.1 at ε … ε/8).
+pub const SPIKE_SHRINK: f64 = 0.5;
+
+/// Whether halving the step shrank the spikes: `now` (at the halved step) rises above its median
+/// by less than [`SPIKE_SHRINK`] of what `before` did. No spike now, or nothing to judge, counts
+/// as shrunk.
+pub fn spikes_shrank(before: &Spikes, now: &Spikes) -> bool {
+    let height = |s: &Spikes| s.worst - s.median;
+    let (b, n) = (height(before), height(now));
+    now.chains.is_empty() || !(b.is_finite() && n.is_finite()) || n < SPIKE_SHRINK * b
 }
 
 /// A rung whose estimate was flagged and redone.
@@ -96,10 +119,22 @@ where
     let mut rung = Rung::default();
     let mut rejected = Vec::new();
     let mut sampled = Sampled::at(&factory, config, rung)?;
+    // The spikes of the rung last halved for them, to see whether halving helped.
+    let mut halved_spikes: Option<Spikes> = None;
     loop {
         let est = &sampled.estimate;
+        let spikes_alone = est.flags.spikes && !est.flags.mala && est.flags.diverged == 0;
+        let futile = spikes_alone && halved_spikes.as_ref().is_some_and(|before| !spikes_shrank(before, &est.spiking_chains()));
+        if futile {
+            let (before, now) = (halved_spikes.as_ref().unwrap(), est.spiking_chains());
+            tracing::info!(
+                "halving ε did not shrink the spikes (largest per-draw estimate {:.3} over a median of {:.3}, then {:.3} over {:.3}): \
+                 a heavy tail of the loss, not the step; no further halving",
+                before.worst, before.median, now.worst, now.median
+            );
+        }
         let allowed = |retry: &Retry| match retry {
-            Retry::HalveStep => rung.halved < config.halvings,
+            Retry::HalveStep => rung.halved < config.halvings && !futile,
             Retry::DoubleDraws => rung.lengthened < config.lengthenings,
         };
         match Retry::for_flags(&est.flags).filter(allowed) {
@@ -114,6 +149,7 @@ where
                 rejected.push(r);
                 sampled = match retry {
                     Retry::HalveStep => {
+                        halved_spikes = est.flags.spikes.then(|| est.spiking_chains());
                         rung.halved += 1;
                         Sampled::at(&factory, config, rung)?
                     }
