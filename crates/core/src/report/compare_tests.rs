@@ -571,3 +571,51 @@ fn a_phase_sweep_gives_a_short_page() {
     assert!(figs[0].caption.contains("its seeds: 3 per cell"));
     assert!(html.len() < 400_000, "{} bytes", html.len());
 }
+
+/// The groups are tested together: a group differs detectably where its Holm-adjusted p is below
+/// 0.05, and one below 0.05 only alone is named as that. Against 1…6, Pizzas 7…12 give the exact
+/// two-sided p = 2/C(12, 6) = 2/924; with 1.5 in place of 7 the Pizzas lose 5 of the 36 pairs,
+/// U = 31, p = 2·19/924 (19 arrangements have at most 5 losses: 1 + 1 + 2 + 3 + 5 + 7, the
+/// partitions of 0…5); interleaved values give U = 21, p far above. Holm over four: 4·2/924 =
+/// 0.0087 and 3·38/924 = 0.12.
+#[test]
+fn the_groups_are_judged_by_holms_adjusted_p() {
+    let other = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let comparison = |group: &str, pizza: &[f64]| Comparison {
+        group: group.to_string(),
+        at: At::Compared,
+        points: Vec::new(),
+        left_out: Vec::new(),
+        pizza: stats::summary(pizza),
+        other: stats::summary(&other),
+        diff: stats::bootstrap_mean_diff(pizza, &other, 100, 0),
+        mann_whitney: stats::mann_whitney_u(pizza, &other),
+        rho_gs: stats::bootstrap_spearman(&[], &[], 1, 0),
+        rho_di: stats::bootstrap_spearman(&[], &[], 1, 0),
+    };
+    let interleaved = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5];
+    let groups: Vec<compare::GroupResult> = [
+        comparison("embed", &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]),
+        comparison("attn", &[1.5, 8.0, 9.0, 10.0, 11.0, 12.0]),
+        comparison("mlp", &interleaved),
+        comparison("unembed", &interleaved),
+    ]
+    .into_iter()
+    .map(|compared| compare::GroupResult { compared, init: None })
+    .collect();
+    let (p1, p2) = (groups[0].compared.mann_whitney.p, groups[1].compared.mann_whitney.p);
+    assert!((p1 - 2.0 / 924.0).abs() < 1e-12 && (p2 - 38.0 / 924.0).abs() < 1e-12, "{p1} {p2}");
+    let refs: Vec<&compare::GroupResult> = groups.iter().collect();
+    let text = findings::groups_clause(&refs);
+    let want = format!(
+        "; of the parameter groups `embed` (Pizza higher, p = {}, adjusted {}, r = 1) differs detectably (Holm's adjustment over the 4 groups); `attn` (Pizza higher, p = {}, adjusted {}, r = {}) reaches p < 0.05 alone but not after Holm's adjustment for the 4 groups tested; `mlp`, `unembed` do not differ",
+        p_text(p1),
+        p_text(4.0 * p1),
+        p_text(p2),
+        p_text(3.0 * p2),
+        p_text(groups[1].compared.mann_whitney.rank_biserial)
+    );
+    assert_eq!(text, want);
+    // One group alone is not adjusted.
+    assert_eq!(findings::groups_clause(&refs[1..2]), format!("; of the parameter groups `attn` (Pizza higher, p = {}, r = {}) differs detectably", p_text(p2), p_text(groups[1].compared.mann_whitney.rank_biserial)));
+}

@@ -363,28 +363,7 @@ pub fn arm_finding(arm: &Arm, cells: &[Cell]) -> Finding {
     }
     let rest: Vec<&GroupResult> = arm.groups.iter().filter(|g| g.compared.group != c.group).collect();
     if !rest.is_empty() {
-        let (yes, no): (Vec<&GroupResult>, Vec<&GroupResult>) = rest.into_iter().partition(|g| g.compared.detectable());
-        let names = |v: &[&GroupResult]| v.iter().map(|g| format!("`{}`", g.compared.group)).collect::<Vec<_>>().join(", ");
-        if yes.is_empty() {
-            text.push_str(&format!("; no parameter group ({}) differs detectably", names(&no)));
-        } else {
-            let listed: Vec<String> = yes
-                .iter()
-                .map(|g| {
-                    let k = &g.compared;
-                    let dir = if k.pizza.mean > k.other.mean { "Pizza higher" } else { "Pizza lower" };
-                    let control = match &g.init {
-                        Some(i) if i.detectable() => format!("; also at step 0, p = {}", p_text(i.mann_whitney.p)),
-                        _ => String::new(),
-                    };
-                    format!("`{}` ({dir}, p = {}, r = {}{control})", k.group, p_text(k.mann_whitney.p), p_text(k.mann_whitney.rank_biserial))
-                })
-                .collect();
-            text.push_str(&format!("; of the parameter groups {} differ{} detectably", listed.join(", "), if yes.len() == 1 { "s" } else { "" }));
-            if !no.is_empty() {
-                text.push_str(&format!(" and {} do{} not", names(&no), if no.len() == 1 { "es" } else { "" }));
-            }
-        }
+        text.push_str(&groups_clause(&rest));
     }
     text.push_str(&format!(
         "; over the arm's {} runs ρ(LLC, gradient symmetry) = {} and ρ(LLC, distance irrelevance) = {}.",
@@ -393,6 +372,61 @@ pub fn arm_finding(arm: &Arm, cells: &[Cell]) -> Finding {
         interval_text(&c.rho_di, 2)
     ));
     Finding { title, text }
+}
+
+/// The parameter groups' differences at the compared checkpoint, tested together: a group
+/// differs detectably where its Holm-adjusted p ([`stats::holm`] over the groups) is below
+/// [`DETECTABLE`]; one below it only alone is named as such, not as a difference.
+pub(crate) fn groups_clause(groups: &[&GroupResult]) -> String {
+    let adjusted = stats::holm(&groups.iter().map(|g| g.compared.mann_whitney.p).collect::<Vec<_>>());
+    let m = adjusted.iter().filter(|p| !p.is_nan()).count();
+    let (mut yes, mut alone, mut no) = (Vec::new(), Vec::new(), Vec::new());
+    for (g, &adj) in groups.iter().zip(&adjusted) {
+        if adj < DETECTABLE {
+            yes.push((g, adj));
+        } else if g.compared.detectable() {
+            alone.push((g, adj));
+        } else {
+            no.push(format!("`{}`", g.compared.group));
+        }
+    }
+    let listed = |v: &[(&&GroupResult, f64)]| {
+        v.iter()
+            .map(|(g, adj)| {
+                let k = &g.compared;
+                let dir = if k.pizza.mean > k.other.mean { "Pizza higher" } else { "Pizza lower" };
+                let control = match &g.init {
+                    Some(i) if i.detectable() => format!("; also at step 0, p = {}", p_text(i.mann_whitney.p)),
+                    _ => String::new(),
+                };
+                let adjusted = if m > 1 { format!(", adjusted {}", p_text(*adj)) } else { String::new() };
+                format!("`{}` ({dir}, p = {}{adjusted}, r = {}{control})", k.group, p_text(k.mann_whitney.p), p_text(k.mann_whitney.rank_biserial))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let s = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let mut parts = Vec::new();
+    if !yes.is_empty() {
+        let over = if m > 1 { format!(" (Holm's adjustment over the {m} groups)") } else { String::new() };
+        parts.push(format!("of the parameter groups {} differ{} detectably{over}", listed(&yes), s(yes.len(), "s", "")));
+    }
+    if !alone.is_empty() {
+        parts.push(format!(
+            "{} reach{} p < {} alone but not after Holm's adjustment for the {m} groups tested",
+            listed(&alone),
+            s(alone.len(), "es", ""),
+            p_text(DETECTABLE)
+        ));
+    }
+    if !no.is_empty() {
+        parts.push(if parts.is_empty() {
+            format!("no parameter group ({}) differs detectably", no.join(", "))
+        } else {
+            format!("{} do{} not differ", no.join(", "), s(no.len(), "es", ""))
+        });
+    }
+    format!("; {}", parts.join("; "))
 }
 
 /// The comparison's findings: one per arm, or one line saying there is no arm (`no_labels`: why

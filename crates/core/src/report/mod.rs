@@ -450,7 +450,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         "compare",
         "Pizza against other solutions at a fixed α",
         &format!(
-            "The comparison that holds everything but the solution fixed: within each arm (runs that differ only in the seed) the LLC of the Pizza runs against that of the other runs, at each run's compared checkpoint ({}) and at step 0 as the control, for the whole model and each parameter group. A run enters only once settled: the same label at every symmetry checkpoint of the last {} % of training, and a whole-model LLC that changed by less than {} % since the estimate nearest 80 % of training. Only estimates without a health flag enter. A difference is called detectable where the two-sided Mann–Whitney p is below {}.",
+            "The comparison that holds everything but the solution fixed: within each arm (runs that differ only in the seed) the LLC of the Pizza runs against that of the other runs, at each run's compared checkpoint ({}) and at step 0 as the control, for the whole model and each parameter group. A run enters only once settled: the same label at every symmetry checkpoint of the last {} % of training, and a whole-model LLC that changed by less than {} % since the estimate nearest 80 % of training. Only estimates without a health flag enter. A difference is called detectable where the two-sided Mann–Whitney p is below {}; for the parameter groups, tested together, where Holm's adjusted p is (the findings give both).",
             match opts.compare_at {
                 compare::CompareAt::Last => "its last checkpoint".to_string(),
                 compare::CompareAt::Step(s) => format!("the checkpoint at step {s}"),

@@ -347,3 +347,18 @@ fn bootstrap_degenerate_inputs() {
     let one = bootstrap_mean_diff(&[1.0], &[3.5], 100, 0);
     assert_eq!((one.estimate, one.low, one.high, one.undefined), (-2.5, -2.5, -2.5, 0));
 }
+
+/// Holm's adjustment by hand: sorted 0.005, 0.01, 0.03, 0.04 of m = 4 give 4·0.005 = 0.02,
+/// 3·0.01 = 0.03, 2·0.03 = 0.06, then 1·0.04 = 0.04 raised to the running maximum 0.06; a NaN
+/// neither counts nor moves; large products are capped at 1.
+#[test]
+fn holm_adjusts_by_hand() {
+    let got = holm(&[0.01, 0.04, f64::NAN, 0.03, 0.005]);
+    let want = [0.03, 0.06, f64::NAN, 0.06, 0.02];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-15, "{got:?} against {want:?}");
+    }
+    assert_eq!(holm(&[0.3, 0.5]), vec![0.6, 0.6]);
+    assert_eq!(holm(&[0.6, 0.9]), vec![1.0, 1.0]);
+    assert!(holm(&[]).is_empty());
+}
