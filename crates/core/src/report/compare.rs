@@ -299,6 +299,18 @@ pub struct Point {
     pub distance_irrelevance: f64,
 }
 
+/// A settled run whose estimate did not enter a comparison. The label is kept because health can
+/// depend on it (the same-α arm's unembedding: 13 of 32 Pizzas flagged, 1 of 14 others), and
+/// then leaving runs out is not neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftOut {
+    pub run: String,
+    /// Its label at the compared checkpoint.
+    pub label: String,
+    /// Why: the estimate's flags, or that there is none at that step.
+    pub why: String,
+}
+
 /// The statistics of one group at one checkpoint of an arm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
@@ -308,8 +320,8 @@ pub struct Comparison {
     pub at: At,
     /// Every settled run with a healthy estimate, in run order.
     pub points: Vec<Point>,
-    /// Settled runs without a healthy estimate: `(run, reason)`.
-    pub left_out: Vec<(String, String)>,
+    /// Settled runs without a healthy estimate.
+    pub left_out: Vec<LeftOut>,
     /// The Pizza side's LLC.
     pub pizza: Summary,
     /// The other side's LLC.
@@ -479,9 +491,10 @@ fn compare(cell: &Cell, group: &str, at: At, sides: Sides, runs: &[&ArmRun], est
             At::Compared => r.step,
             At::Init => 0,
         };
+        let leave = |why: String| LeftOut { run: r.id.run.clone(), label: r.label.clone(), why };
         match est.get(&(r.id.run.as_str(), group, step)) {
-            None => left_out.push((r.id.run.clone(), format!("no estimate at step {step}"))),
-            Some(e) if !e.healthy() => left_out.push((r.id.run.clone(), e.unhealthy_reason())),
+            None => left_out.push(leave(format!("no estimate at step {step}"))),
+            Some(e) if !e.healthy() => left_out.push(leave(e.unhealthy_reason())),
             Some(e) => points.push(Point {
                 run: r.id.run.clone(),
                 label: r.label.clone(),

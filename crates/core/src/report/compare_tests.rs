@@ -252,7 +252,8 @@ fn arms_statistics_are_stats_on_the_right_runs() {
     let lab = |s: i64| if s <= 6 { "pizza" } else { "unclear" };
     let all = &group(a, "all").compared;
     assert_eq!(all.points.iter().map(|p| p.run.as_str()).collect::<Vec<_>>(), seeds.iter().map(|s| format!("a0.6_d128_s{s:02}")).collect::<Vec<_>>());
-    assert_eq!(all.left_out, vec![("a0.6_d128_s03".to_string(), "flag_r_hat".to_string())]);
+    let left = |run: &str, label: &str, why: &str| compare::LeftOut { run: run.to_string(), label: label.to_string(), why: why.to_string() };
+    assert_eq!(all.left_out, vec![left("a0.6_d128_s03", "pizza", "flag_r_hat")]);
     let llc: Vec<f64> = seeds.iter().map(|&s| if s <= 6 { pizza_llc(s) } else { unclear_llc(s) }).collect();
     let g: Vec<f64> = seeds.iter().map(|&s| gs(lab(s), s)).collect();
     let d: Vec<f64> = seeds.iter().map(|&s| di(lab(s), s)).collect();
@@ -262,7 +263,7 @@ fn arms_statistics_are_stats_on_the_right_runs() {
 
     // Step 0: seed 3 is healthy there, seed 8 has no estimate.
     let init = group(a, "all").init.as_ref().unwrap();
-    assert_eq!(init.left_out, vec![("a0.6_d128_s08".to_string(), "no estimate at step 0".to_string())]);
+    assert_eq!(init.left_out, vec![left("a0.6_d128_s08", "unclear", "no estimate at step 0")]);
     let seeds0: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12];
     let p0: Vec<f64> = (0..=6).map(llc0).collect();
     let o0: Vec<f64> = [7, 9, 10, 11, 12].iter().map(|&s| llc0(s)).collect();
@@ -363,7 +364,7 @@ fn page_prints_the_statistics_and_draws_the_figures() {
         html::esc(&interval_text(&all.diff, 3)),
         p_text(all.mann_whitney.p)
     )));
-    assert!(html.contains("<td>1 (flag_r_hat: a0.6_d128_s03)</td>"));
+    assert!(html.contains("<td>1 (pizza 1; flag_r_hat: a0.6_d128_s03)</td>"));
     // Exclusions, with their reasons and counts.
     assert!(html.contains("Left out as not settled: LLC still moving: 1 (a0.6_d128_s14 (+25.0 % since step 80)); label changed late: 1 (a0.6_d128_s13 (pizza at 80, pizza at 90, unclear at 100))."), "{html}");
     assert!(html.contains("Settled: 13 of 15"));
@@ -408,7 +409,7 @@ fn page_prints_the_statistics_and_draws_the_figures() {
     // Comparing at another step: step 90 has no LLC, so every estimate is left out as missing.
     let at90 = compare::comparisons(&data(&dir), CompareAt::Step(90));
     let c = &group(&at90.arms[0], "all").compared;
-    assert!(c.points.is_empty() && c.left_out.iter().all(|(_, why)| why == "no estimate at step 90"));
+    assert!(c.points.is_empty() && c.left_out.iter().all(|l| l.why == "no estimate at step 90"));
     // Seed 13's label is pizza at 90 and the last fifth before 90 (72–90) holds 80 and 90.
     assert!(at90.arms[0].runs.iter().find(|r| r.id.seed == 13).unwrap().settled());
 }

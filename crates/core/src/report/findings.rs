@@ -538,17 +538,26 @@ fn counts_text(c: &BTreeMap<String, usize>) -> Vec<String> {
     c.iter().map(|(k, v)| format!("{k} {v}")).collect()
 }
 
-/// The reasons estimates were left out: `2 (flag_r_hat: a; no estimate at step 0: b)`.
-fn left_out_text(c: &Comparison) -> String {
+/// The estimates left out, per side and by reason: `2 (pizza 1, other 1; flag_r_hat: a; no
+/// estimate at step 0: b)`. A run on neither side (an `unclear` one in Pizza against Clock) counts
+/// under its label.
+fn left_out_text(c: &Comparison, sides: compare::Sides) -> String {
     if c.left_out.is_empty() {
         return "0".into();
     }
+    let mut side: BTreeMap<String, usize> = BTreeMap::new();
     let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (run, why) in &c.left_out {
-        by.entry(why.as_str()).or_default().push(run.clone());
+    for l in &c.left_out {
+        let name = match sides.side(&l.label) {
+            Some(true) => compare::PIZZA.to_string(),
+            Some(false) => sides.other().to_string(),
+            None => l.label.clone(),
+        };
+        *side.entry(name).or_default() += 1;
+        by.entry(l.why.as_str()).or_default().push(l.run.clone());
     }
     let parts: Vec<String> = by.iter().map(|(why, runs)| format!("{why}: {}", named(runs, 3))).collect();
-    format!("{} ({})", c.left_out.len(), parts.join("; "))
+    format!("{} ({}; {})", c.left_out.len(), counts_text(&side).join(", "), parts.join("; "))
 }
 
 /// The statistics table (one row per arm, group and checkpoint) and the covariate table.
@@ -572,7 +581,7 @@ pub fn comparison_tables(cmp: &Comparisons) -> Vec<Item> {
                     p_text(c.mann_whitney.rank_biserial),
                     interval_text(&c.rho_gs, 2),
                     interval_text(&c.rho_di, 2),
-                    left_out_text(c),
+                    left_out_text(c, arm.sides),
                 ]);
             }
         }
