@@ -41,7 +41,8 @@ pub struct SgldConfig {
     /// SGLD steps per draw (thinning), a number or `{relaxations: x}`; at least 1 step.
     pub steps_between_draws: StepCount,
     /// Step halvings of the ladder of `llc estimate` ([`super::ladder`]): an estimate flagged for
-    /// its step (MALA, spikes, divergence) is redone at ε/2, at most this many times.
+    /// its step (MALA, spikes, divergence) is redone at ε/2, at most this many times (fewer when
+    /// a halving asked for by spikes alone did not shrink them: [`super::ladder::spikes_shrank`]).
     pub halvings: u32,
     /// Draw doublings of the ladder: an estimate whose chains disagree (R-hat) or are still
     /// rising, with nothing wrong with its step, goes on with twice the draws (continuing its
