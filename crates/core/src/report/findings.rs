@@ -381,7 +381,7 @@ pub(crate) fn groups_clause(groups: &[&GroupResult]) -> String {
     let adjusted = stats::holm(&groups.iter().map(|g| g.compared.mann_whitney.p).collect::<Vec<_>>());
     let m = adjusted.iter().filter(|p| !p.is_nan()).count();
     let (mut yes, mut alone, mut no) = (Vec::new(), Vec::new(), Vec::new());
-    for (g, &adj) in groups.iter().zip(&adjusted) {
+    for (&g, &adj) in groups.iter().zip(&adjusted) {
         if adj < DETECTABLE {
             yes.push((g, adj));
         } else if g.compared.detectable() {
@@ -390,7 +390,7 @@ pub(crate) fn groups_clause(groups: &[&GroupResult]) -> String {
             no.push(format!("`{}`", g.compared.group));
         }
     }
-    let listed = |v: &[(&&GroupResult, f64)]| {
+    let listed = |v: &[(&GroupResult, f64)]| {
         v.iter()
             .map(|(g, adj)| {
                 let k = &g.compared;
