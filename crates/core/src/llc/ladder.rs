@@ -123,16 +123,19 @@ where
     let mut halved_spikes: Option<Spikes> = None;
     loop {
         let est = &sampled.estimate;
-        let spikes_alone = est.flags.spikes && !est.flags.mala && est.flags.diverged == 0;
-        let futile = spikes_alone && halved_spikes.as_ref().is_some_and(|before| !spikes_shrank(before, &est.spiking_chains()));
-        if futile {
-            let (before, now) = (halved_spikes.as_ref().unwrap(), est.spiking_chains());
-            tracing::info!(
-                "halving ε did not shrink the spikes (largest per-draw estimate {:.3} over a median of {:.3}, then {:.3} over {:.3}): \
-                 a heavy tail of the loss, not the step; no further halving",
-                before.worst, before.median, now.worst, now.median
-            );
-        }
+        let spikes = est.flags.spikes.then(|| est.spiking_chains());
+        let spikes_alone = spikes.is_some() && !est.flags.mala && est.flags.diverged == 0;
+        let futile = match (&halved_spikes, &spikes) {
+            (Some(before), Some(now)) if spikes_alone && !spikes_shrank(before, now) => {
+                tracing::info!(
+                    "halving ε did not shrink the spikes (largest per-draw estimate {:.3} over a median of {:.3}, then {:.3} over {:.3}): \
+                     a heavy tail of the loss, not the step; no further halving",
+                    before.worst, before.median, now.worst, now.median
+                );
+                true
+            }
+            _ => false,
+        };
         let allowed = |retry: &Retry| match retry {
             Retry::HalveStep => rung.halved < config.halvings && !futile,
             Retry::DoubleDraws => rung.lengthened < config.lengthenings,
@@ -149,7 +152,7 @@ where
                 rejected.push(r);
                 sampled = match retry {
                     Retry::HalveStep => {
-                        halved_spikes = est.flags.spikes.then(|| est.spiking_chains());
+                        halved_spikes = spikes;
                         rung.halved += 1;
                         Sampled::at(&factory, config, rung)?
                     }
