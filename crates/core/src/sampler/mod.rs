@@ -19,6 +19,7 @@ candle's global `randn`.
 
 mod batches;
 mod chain;
+mod normals;
 mod sgld;
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,8 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Storage, Storag
 use candle_nn::Optimizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+
+use super::normals::Normals;
 
 /// Settings of one SGLD sampler.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,7 +108,7 @@ impl Optimizer for Sgld {
             vars,
             anchor,
             params,
-            noise: Normals::new(params.seed, params.stream),
+            noise: Normals::new(noise_stream(params.seed, params.stream)),
             square_avg: None,
             xi: Vec::new(),
         })
@@ -124,6 +125,13 @@ impl Optimizer for Sgld {
     fn set_learning_rate(&mut self, lr: f64) {
         self.params.epsilon = lr
     }
+}
+
+/// The generator of a sampler's noise: ChaCha8 seeded with `seed`, on stream `stream`.
+fn noise_stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
 }
 
 impl Sgld {
@@ -374,30 +382,6 @@ impl Move<'_> {
         Ok(())
     }
 }
-
-/// Standard-normal draws from the sampler's seeded ChaCha8 stream, in order: rand_distr's
-/// `StandardNormal` (a 256-layer ziggurat on one 64-bit word per draw), drawn straight into a
-/// buffer rather than through a tensor per variable.
-#[derive(Debug)]
-struct Normals {
-    rng: ChaCha8Rng,
-}
-
-impl Normals {
-    fn new(seed: u64, stream: u64) -> Normals {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream);
-        Normals { rng }
-    }
-
-    /// Fills `out` with the next draws.
-    fn fill(&mut self, out: &mut [f64]) {
-        for x in out {
-            *x = StandardNormal.sample(&mut self.rng);
-        }
-    }
-}
-
 
 /// Log Metropolis–Hastings ratio of a Langevin move from `old` to `new`, each given as
 /// `(w, ∇U(w), U(w))` with `w` and `∇U` flattened in the same order:

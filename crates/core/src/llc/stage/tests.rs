@@ -503,27 +503,31 @@ fn docs_list_every_llc_column() {
 
 /// Restricted to a group, SGLD moves exactly the group's tensors: the others end a chain at w*
 /// bit for bit, the group's have moved, and the group's gradients are the whole model's (the loss
-/// still reads every weight).
+/// still reads every weight), for every preset: the fast path computes only the group's gradients
+/// and must give the same bits as the full backward.
 #[test]
 fn a_restricted_target_moves_only_its_group() {
     let (cfg, params, rows, _, _) = golden("1.0");
-    let group = Restriction::parse("attn").unwrap();
     let whole = TransformerTarget::new(&params, &cfg, rows.clone()).unwrap();
+    let batch: Vec<u32> = (0..32).collect();
+    let (lw, gw) = whole.loss_and_grads(&batch).unwrap();
+    for preset in ["embed", "attn", "mlp", "unembed"] {
+        let target = TransformerTarget::new(&params, &cfg, rows.clone()).unwrap().restrict(&Restriction::parse(preset).unwrap()).unwrap();
+        let (lr, gr) = target.loss_and_grads(&batch).unwrap();
+        assert_eq!(lw.to_bits(), lr.to_bits(), "{preset}");
+        for (name, v) in target.free().iter().zip(target.params()) {
+            let a = gr.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = gw.get(whole.weights().get(name).unwrap().as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b, "{preset}: {name}");
+        }
+    }
+    let group = Restriction::parse("attn").unwrap();
     let target = TransformerTarget::new(&params, &cfg, rows.clone()).unwrap().restrict(&group).unwrap();
     let free = ["blocks.0.attn.W_K", "blocks.0.attn.W_O", "blocks.0.attn.W_Q", "blocks.0.attn.W_V"];
     assert_eq!(target.free(), free);
     assert_eq!(target.params().len(), 4);
     let d: usize = target.params().iter().map(|v| v.elem_count()).sum();
     assert_eq!(d, 4 * 16 * 16, "four matrices of d_model² = 256 weights");
-    let batch: Vec<u32> = (0..32).collect();
-    let (lw, gw) = whole.loss_and_grads(&batch).unwrap();
-    let (lr, gr) = target.loss_and_grads(&batch).unwrap();
-    assert_eq!(lw.to_bits(), lr.to_bits());
-    for (name, v) in free.iter().zip(target.params()) {
-        let a = gr.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = gw.get(whole.weights().get(name).unwrap().as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(a, b, "{name}");
-    }
     let plan = crate::sampler::ChainPlan {
         epsilon: 1e-3,
         gamma: 100.0,
