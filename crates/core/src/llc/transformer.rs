@@ -227,14 +227,9 @@ impl TransformerTarget {
     fn fast(&self, rows: &[u32], want_grad: bool) -> candle_core::Result<fast::Output> {
         let (toks, labs) = self.rows.gather(rows);
         let need = if want_grad { self.need } else { ParamSet::NONE };
-        self.params
-            .with_slices(|w| {
-                let w = fast::Weights::by_name(|name| w.get(name).copied())?;
-                // One thread: chains run one per core (see the module docs).
-                Ok(fast::loss_and_grads(&self.model, &w, &toks, &labs, need, 1))
-            })
-            .and_then(|r| r)
-            .map_err(|e: anyhow::Error| candle_core::Error::Msg(format!("{e:#}")))
+        // One thread: chains run one per core (see the module docs).
+        model::fast_loss_and_grads(&self.params, &self.model, &toks, &labs, need, 1)
+            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
     }
 }
 

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::TokenLayout;
+use names::ParamSet;
 
 /// Activation of the MLP.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -202,10 +203,7 @@ pub fn loss_and_grad(
     threads: usize,
 ) -> Result<fast::Output> {
     if fast::supports(cfg) {
-        return params.with_slices(|w| {
-            let w = fast::Weights::by_name(|name| w.get(name).copied())?;
-            Ok(fast::loss_and_grad(cfg, &w, tokens, labels, want_grad, threads))
-        })?;
+        return fast_loss_and_grads(params, cfg, tokens, labels, if want_grad { ParamSet::ALL } else { ParamSet::NONE }, threads);
     }
     let device = candle_core::Device::Cpu;
     let model = Transformer::new(params.var_builder(), cfg)?;
@@ -229,6 +227,22 @@ pub fn loss_and_grad(
         None
     };
     Ok(fast::Output { loss: loss.to_scalar::<f64>()?, correct, grads })
+}
+
+/// [`fast::loss_and_grads`] on the weights of `params`: the loss and the gradients of the tensors
+/// in `need` only, for a model the fast path computes ([`fast::supports`]).
+pub fn fast_loss_and_grads(
+    params: &Params,
+    cfg: &ModelConfig,
+    tokens: &[u32],
+    labels: &[u32],
+    need: ParamSet,
+    threads: usize,
+) -> Result<fast::Output> {
+    params.with_slices(|w| {
+        let w = fast::Weights::by_name(|name| w.get(name).copied())?;
+        Ok(fast::loss_and_grads(cfg, &w, tokens, labels, need, threads))
+    })?
 }
 
 #[cfg(test)]
