@@ -13,7 +13,7 @@ Copyright 2013 The Rust Project Developers; licensed under the Apache License, V
 MIT license, at your option.
 */
 
-use rand::RngCore;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 /// Standard-normal draws from one ChaCha8 stream, in order, with the words of the stream
@@ -40,12 +40,9 @@ impl Normals {
     fn word(&mut self) -> u64 {
         if self.next == self.words.len() {
             self.words.resize(BLOCK, 0);
-            // `fill_bytes` hands out the generator's 32-bit words in order, little-endian, as
-            // `next_u64` pairs them (low word first).
-            self.rng.fill_bytes(bytemuck_u8(&mut self.words));
-            for w in &mut self.words {
-                *w = u64::from_le(*w);
-            }
+            // `fill` hands out the generator's 32-bit words in order, low word first, as
+            // `next_u64` pairs them.
+            self.rng.fill(&mut self.words[..]);
             self.next = 0;
         }
         let w = self.words[self.next];
@@ -98,12 +95,6 @@ impl Normals {
             ZIG_NORM_R - x
         }
     }
-}
-
-/// The bytes of a word buffer, for `fill_bytes`.
-fn bytemuck_u8(words: &mut [u64]) -> &mut [u8] {
-    // SAFETY: u64 has no padding and every byte pattern is a valid u64; the length is exact.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
 }
 
 /// The layer (low 8 bits) and `u` in [−1, 1) (the high 52 bits) of one word, as rand_distr's
@@ -275,7 +266,7 @@ static ZIG_NORM_F: [f64; 257] =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{RngCore, SeedableRng};
     use rand_distr::{Distribution, StandardNormal};
 
     /// Draw for draw and bit for bit rand_distr's `StandardNormal` on the same stream, over fills
